@@ -1,0 +1,26 @@
+"""Text classification and regression (single sentences and sentence pairs), as an sft task plugin.
+
+This module is the entry point: it registers the task and imports no torch; the task itself is
+imported when a run builds it.
+"""
+
+from sft_core import hookimpl
+
+from .options import ClassificationData, ClassificationOptions
+
+
+def _factory(config):
+    from .task import ClassificationTask
+
+    return ClassificationTask(config)
+
+
+@hookimpl
+def sft_register_tasks(register):
+    register(
+        "classification",
+        _factory,
+        config=ClassificationOptions,
+        data_config=ClassificationData,
+        summary="Sentence and sentence-pair classification or regression (GLUE-style); CSV, TSV, JSONL.",
+    )

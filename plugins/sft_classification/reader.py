@@ -1,0 +1,112 @@
+"""Reading classification data: CSV, TSV (GLUE layout: no quoting, header or not) and JSONL.
+
+Rows become examples ``{"text", "text_pair", "label"}``; every problem names the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from sft_core.errors import DataError
+
+TEXT_NAMES = ("sentence", "text", "content", "review", "document")
+PAIR_NAMES = (("sentence1", "sentence2"), ("question", "sentence"), ("premise", "hypothesis"),
+              ("question1", "question2"), ("text", "text_pair"))
+LABEL_NAMES = ("label", "labels", "score", "gold_label")
+KNOWN = {*TEXT_NAMES, *(n for pair in PAIR_NAMES for n in pair), *LABEL_NAMES}
+
+
+def _records(path: Path, data) -> tuple[list[tuple[int, dict]], list[str]]:
+    """(line number, row dict) pairs and the column names."""
+    suffix = "".join(path.suffixes[-1:]).lower()
+    with open(path, encoding="utf-8", newline="") as f:
+        if suffix in (".jsonl", ".json"):
+            out, names = [], []
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path} line {n}: invalid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path} line {n}: expected a JSON object, got {type(row).__name__}")
+                out.append((n, row))
+                names += [k for k in row if k not in names]
+            return out, names
+        tsv = suffix == ".tsv" or (suffix != ".csv" and "\t" in f.readline())
+        f.seek(0)
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(f)
+        lines = [(reader.line_num, row) for row in reader if row and any(c.strip() for c in row)]
+    if not lines:
+        return [], []
+    first = [c.strip() for c in lines[0][1]]
+    header = data.header if data.header is not None else (data.columns is None and bool(KNOWN & set(first)))
+    if header:
+        names, lines = first, lines[1:]
+    elif data.columns:
+        names = list(data.columns)
+    else:
+        names = [str(i) for i in range(len(first))]
+        if len(first) == 1:
+            names = ["text"]
+    rows = []
+    for n, values in lines:
+        if len(values) != len(names):
+            raise DataError(f"{path} line {n}: {len(values)} fields, expected {len(names)} ({', '.join(names)})")
+        rows.append((n, dict(zip(names, values))))
+    return rows, names
+
+
+def _pick(names: list[str], wanted: str | None, candidates, what: str, key: str, path: Path, required: bool = True):
+    if wanted is not None:
+        if wanted not in names:
+            raise DataError(f"{path}: no column {wanted!r} (set by {key}); columns: {', '.join(names)}")
+        return wanted
+    for name in candidates:
+        if name in names:
+            return name
+    if required:
+        raise DataError(f"{path}: cannot find the {what} column among {', '.join(names)}; set {key}")
+    return None
+
+
+def read_examples(path: str | Path, data, need_labels: bool) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    rows, names = _records(path, data)
+    if not rows:
+        raise DataError(f"{path}: the file holds no examples")
+    text_col, pair_col = data.text_column, data.text_pair_column
+    if text_col is None and pair_col is None:
+        for a, b in PAIR_NAMES:
+            if a in names and b in names:
+                text_col, pair_col = a, b
+                break
+    text_col = _pick(names, text_col, TEXT_NAMES, "text", "data.text_column", path)
+    if pair_col is not None:
+        _pick(names, pair_col, (), "text pair", "data.text_pair_column", path)
+    label_col = _pick(names, data.label_column, LABEL_NAMES, "label", "data.label_column", path, required=need_labels)
+    examples = []
+    for n, row in rows:
+        text = row.get(text_col)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path} line {n}: empty or missing text in column {text_col!r}")
+        example = {"text": text, "text_pair": None, "label": None, "line": n}
+        if pair_col is not None:
+            pair = row.get(pair_col)
+            if not isinstance(pair, str) or not pair.strip():
+                raise DataError(f"{path} line {n}: empty or missing text in column {pair_col!r}")
+            example["text_pair"] = pair
+        if label_col is not None:
+            label = row.get(label_col)
+            if label is None or (isinstance(label, str) and not label.strip()):
+                if need_labels:
+                    raise DataError(f"{path} line {n}: missing label in column {label_col!r}")
+            else:
+                example["label"] = str(label).strip() if not isinstance(label, (int, float)) or isinstance(label, bool) else label
+        examples.append(example)
+    return examples

@@ -1,0 +1,110 @@
+"""Checkpoints and model folders, written atomically: into a temporary folder, then renamed.
+
+A checkpoint is a complete model folder (``model/``, usable by ``sft eval``) plus
+``training_state.pt`` (optimizer, scheduler, RNG) and a readable ``trainer_state.json``, so an
+interrupted run resumes exactly where it stopped and a crash mid-write leaves no half checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TASK_FILE = "sft_task.json"
+
+
+@dataclass
+class TrainState:
+    global_step: int = 0
+    epoch: int = 0
+    steps_in_epoch: int = 0  # optimizer steps already taken in ``epoch``
+    samples_seen: int = 0
+    train_seconds: float = 0.0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+
+
+def save_model_folder(path: Path, model, tokenizer, task, config) -> None:
+    """Model weights, tokenizer, and what ``sft eval``/``sft predict`` need to rebuild the task."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    info = {"task": config.task, "config": config.to_dict(), "state": task.state_dict()}
+    (path / TASK_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` to ``final``; an existing ``final`` is removed only once the new one is complete."""
+    if final.exists():
+        old = final.with_name(f".old-{final.name}")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+
+
+def write_model_folder(final: Path, model, tokenizer, task, config) -> None:
+    tmp = final.with_name(f".tmp-{final.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_model_folder(tmp, model, tokenizer, task, config)
+    replace_dir(tmp, final)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(folder: Path, state: TrainState, model, tokenizer, task, config, optimizer, scheduler) -> Path:
+    final = folder / f"step-{state.global_step:08d}"
+    tmp = folder / f".tmp-step-{state.global_step:08d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_model_folder(tmp / "model", model, tokenizer, task, config)
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+         "state": dataclasses.asdict(state)},
+        tmp / "training_state.pt",
+    )
+    (tmp / "trainer_state.json").write_text(json.dumps(dataclasses.asdict(state), indent=2))
+    replace_dir(tmp, final)
+    return final
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def rotate_checkpoints(folder: Path, keep: int) -> None:
+    for old in list_checkpoints(folder)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_training_state(checkpoint: Path) -> dict:
+    return torch.load(checkpoint / "training_state.pt", map_location="cpu", weights_only=False)

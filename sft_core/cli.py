@@ -1,0 +1,172 @@
+"""The ``sft`` command line. Imports no torch: the heavy work lives in ``runner``, loaded lazily."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .config import build_config, load_config_file, parse_override
+from .errors import SFTError
+from .plugins import PluginHost
+
+
+class _Group(click.Group):
+    """Turns user errors into one line on stderr and a non-zero exit, without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SFTError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; checkpoints already written are kept (resume with --resume)", err=True)
+            ctx.exit(130)
+
+
+def _host(ctx) -> PluginHost:
+    host = ctx.find_root().obj
+    for failed in host.failed:
+        click.echo(f"warning: plugin {failed.name!r} ({failed.distribution or failed.module}) failed to load: "
+                   f"{failed.error}", err=True)
+    return host
+
+
+def _layers(configs, overrides) -> list[tuple[str, dict]]:
+    layers = [(f"config file {path}", load_config_file(path)) for path in configs]
+    for text in overrides:
+        key, value = parse_override(text)
+        layers.append((f"override {text!r}", {key: value}))
+    return layers
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sft-core", prog_name="sft")
+def cli():
+    """Fine-tune pretrained transformers: one training loop, tasks as plugins.
+
+    \b
+    Examples:
+      sft tasks
+      sft run --task classification
+      sft run --task classification --train train.tsv --eval dev.tsv trainer.lr=3e-5
+      sft eval --model runs/classification/model --data dev.tsv
+      sft predict --model runs/classification/model "a gripping, funny film"
+    """
+
+
+@cli.command()
+@click.option("--task", help="Task to train (see `sft tasks`); may also come from a config file.")
+@click.option("--config", "configs", multiple=True, type=click.Path(), help="YAML config file; repeatable, later files win.")
+@click.option("--model", help="Model alias (minilm), local folder or hub id.")
+@click.option("--train", help="Training data file (default: the task's built-in sample).")
+@click.option("--eval", "eval_", help="Evaluation data file.")
+@click.option("--output-dir", help="Run folder for config, metrics, checkpoints and model (default runs/TASK).")
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in the output folder.")
+@click.option("--resume-from", type=click.Path(), help="Continue from this checkpoint folder.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.pass_context
+def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from, print_config, overrides):
+    """Train and evaluate a task; KEY=VALUE pairs override config keys (e.g. trainer.lr=3e-5)."""
+    host = _host(ctx)
+    layers = _layers(configs, overrides)
+    options = {k: v for k, v in {"model": model, "data": {"train": train, "eval": eval_} if (train or eval_) else None,
+                                 "output_dir": output_dir}.items() if v is not None}
+    if options.get("data"):
+        options["data"] = {k: v for k, v in options["data"].items() if v is not None}
+    if task is None:
+        for _, layer in reversed(layers):
+            task = layer.get("task") or task
+            if task:
+                break
+    if not task:
+        raise SFTError("no task given: use --task NAME or `task:` in a config file; known tasks: "
+                       + (", ".join(sorted(host.tasks)) or "none"))
+    spec = host.get_task(task)
+    stripped = [(source, {k: v for k, v in layer.items() if k != "task"}) for source, layer in layers]
+    config = build_config(spec, [*stripped, ("command-line options", options)])
+    if print_config:
+        click.echo(config.to_yaml(), nl=False)
+        return
+    from . import runner
+
+    result = runner.train(config, host, resume=resume_from or resume)
+    click.echo(json.dumps({"output_dir": config.output_dir, **result["train"],
+                           **{k if k.startswith("eval_") else f"eval_{k}": v for k, v in (result["eval"] or {}).items()}}, indent=2))
+
+
+@cli.command("eval")
+@click.option("--model", "model_dir", required=True, type=click.Path(), help="Model folder written by `sft run` (RUN/model).")
+@click.option("--data", required=True, type=click.Path(), help="Evaluation data file.")
+@click.option("--output-dir", help="Where eval_results.json and predictions go (default: next to the model, in eval/).")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.pass_context
+def eval_(ctx, model_dir, data, output_dir, overrides):
+    """Evaluate a saved model on a data file; prints and writes the metrics."""
+    host = _host(ctx)
+    from . import runner
+
+    result = runner.evaluate_saved(model_dir, data, output_dir, host, _layers((), overrides))
+    click.echo(json.dumps(result["metrics"], indent=2))
+    click.echo(f"written to {result['output_dir']}", err=True)
+
+
+@cli.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(), help="Model folder written by `sft run`.")
+@click.option("--input", "input_path", type=click.Path(), help="File of inputs in the task's format (else TEXT arguments).")
+@click.argument("texts", nargs=-1)
+@click.pass_context
+def predict(ctx, model_dir, input_path, texts):
+    """Predict for TEXT arguments or an input file; prints one JSON line per input."""
+    host = _host(ctx)
+    if not texts and not input_path:
+        raise SFTError("nothing to predict: give TEXT arguments or --input FILE")
+    if texts and input_path:
+        raise SFTError("give either TEXT arguments or --input FILE, not both")
+    from . import runner
+
+    for record in runner.predict_saved(model_dir, list(texts), input_path, host):
+        click.echo(json.dumps(record, ensure_ascii=False))
+
+
+@cli.command()
+@click.pass_context
+def tasks(ctx):
+    """List the registered tasks: name, summary, providing distribution."""
+    host = _host(ctx)
+    if not host.tasks:
+        click.echo("no tasks registered (are the plugins disabled by SFT_LOAD_PLUGINS / SFT_DISABLE_PLUGINS?)")
+    width = max([len(n) for n in host.tasks] + [4])
+    for name in sorted(host.tasks):
+        spec = host.tasks[name]
+        click.echo(f"{name:<{width}}  {spec.summary}  [{spec.distribution or spec.provider}]")
+
+
+@cli.command()
+@click.pass_context
+def plugins(ctx):
+    """List the loaded plugins with their versions and hooks, and those that failed."""
+    host = ctx.find_root().obj
+    for info in host.plugins:
+        where = f"{info.distribution} {info.version}" if info.distribution else info.module
+        if info.error:
+            click.echo(f"{info.name}  ({where})  FAILED: {info.error}")
+        else:
+            click.echo(f"{info.name}  ({where})  hooks: {', '.join(info.hooks) or '-'}")
+
+
+def main(argv=None) -> None:
+    try:
+        host = PluginHost()
+    except SFTError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    host.hook.sft_register_commands(cli=cli)
+    cli.main(args=argv, obj=host, prog_name="sft")
+
+
+if __name__ == "__main__":
+    main()

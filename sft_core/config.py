@@ -1,0 +1,289 @@
+"""Run configuration: dataclass defaults < --config files < KEY=VALUE overrides < CLI options.
+
+Every layer is checked against the schema of the chosen task: unknown keys fail with a
+"did you mean", values are coerced to the declared field types (YAML reads ``3e-5`` as a string),
+and the source of a bad key or value is named in the error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+TOP_LEVEL = ("task", "model", "output_dir")
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from. Tasks subclass it to add their own keys (columns, formats)."""
+
+    train: str | None = None
+    eval: str | None = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation, evaluation and checkpointing; the same keys for every task."""
+
+    epochs: float = 3.0
+    max_steps: int | None = None  # when set, overrides epochs
+    max_time_minutes: float | None = None
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+    max_length: int = 128
+    seed: int = 42
+    eval_every: int | None = None  # steps; None: at the end of each epoch; 0: only at the end
+    save_every: int | None = None  # steps; None: at the end of each epoch; 0: no checkpoints
+    keep_checkpoints: int = 2
+    early_stopping_patience: int | None = None  # evaluations without improvement
+    metric_for_best: str | None = None  # None: the task's main metric
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    log_every: int = 10
+    group_by_length: bool = True
+
+    def check(self) -> None:
+        positive = ("batch_size", "eval_batch_size", "grad_accum", "max_length", "log_every", "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"trainer.{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"trainer.lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise ConfigError(f"trainer.warmup_ratio must be between 0 and 1, got {self.warmup_ratio}")
+        if self.epochs <= 0 and not self.max_steps:
+            raise ConfigError(f"trainer.epochs must be positive, got {self.epochs}")
+        for name in ("max_steps", "eval_every", "save_every", "early_stopping_patience"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"trainer.{name} must not be negative, got {value}")
+
+
+@dataclass
+class RunConfig:
+    task: str
+    model: str = "minilm"
+    output_dir: str = ""
+    data: Any = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    options: Any = None  # the task's own section (a dataclass), or None
+    section: str | None = None  # its key, e.g. "ner"
+
+    def to_dict(self) -> dict:
+        out = {"task": self.task, "model": self.model, "output_dir": self.output_dir,
+               "data": dataclasses.asdict(self.data), "trainer": dataclasses.asdict(self.trainer)}
+        if self.section and self.options is not None:
+            out[self.section] = dataclasses.asdict(self.options)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --- reading the layers ---------------------------------------------------------------------
+
+def load_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. trainer.lr=3e-5)")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and name not in TOP_LEVEL:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+# --- schema and coercion --------------------------------------------------------------------
+
+def _schema(spec) -> dict[str, type]:
+    """Section name -> dataclass for the given task spec."""
+    sections = {"data": spec.data_config or DataConfig, "trainer": TrainerConfig}
+    if spec.config is not None:
+        sections[spec.section] = spec.config
+    return sections
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Convert ``value`` to type ``tp`` or raise a ConfigError naming ``key`` and ``source``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def fail():
+        raise ConfigError(f"{source}: invalid value for {key}: {value!r} (expected {_type_name(tp)})")
+
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+            fail()
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, key, source)
+            except ConfigError:
+                continue
+        fail()
+    if origin is Literal:
+        if value in args:
+            return value
+        fail()
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            fail()
+        inner = args[0] if args else Any
+        return [coerce(v, inner, key, source) for v in value] if inner is not Any else list(value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            fail()
+        return value
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.strip().lower() in ("true", "yes", "1", "on")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        fail()
+    if tp is int:
+        if isinstance(value, bool):
+            fail()
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            fail()
+        if number != int(number):
+            fail()
+        return int(number)
+    if tp is float:
+        if isinstance(value, bool):
+            fail()
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            fail()
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            fail()
+        return str(value)
+    return value
+
+
+def known_keys(spec) -> list[str]:
+    keys = list(TOP_LEVEL)
+    for section, cls in _schema(spec).items():
+        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+    return keys
+
+
+def _apply(values: dict, flat: dict[str, Any], spec, source: str) -> None:
+    """Check and coerce one layer of flat dotted keys into ``values`` (section -> field -> value)."""
+    sections = _schema(spec)
+    keys = known_keys(spec)
+    for key, value in flat.items():
+        if key in TOP_LEVEL:
+            if value is not None and not isinstance(value, (str, int, float)):
+                raise ConfigError(f"{source}: invalid value for {key}: {value!r} (expected a string)")
+            values[key] = None if value is None else str(value)
+            continue
+        section, _, name = key.partition(".")
+        cls = sections.get(section)
+        if cls is None or name not in {f.name for f in dataclasses.fields(cls)}:
+            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+            if not close:  # try the field name alone, e.g. "lr" -> "trainer.lr"
+                close = [k for k in keys if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]][:1]
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; known sections: {', '.join(['task', 'model', 'output_dir', *sections])}"
+            raise ConfigError(f"{source}: unknown config key {key!r}{hint}")
+        values.setdefault(section, {})[name] = coerce(value, _field_types(cls)[name], key, source)
+
+
+def build_config(spec, layers: list[tuple[str, dict]]) -> RunConfig:
+    """Resolve the config of task ``spec`` from ``layers`` of (source name, nested or flat dict)."""
+    values: dict[str, Any] = {}
+    _apply(values, flatten(spec.defaults), spec, f"defaults of task {spec.name!r}")
+    for source, layer in layers:
+        _apply(values, flatten(layer), spec, source)
+    sections = {name: cls(**values.get(name, {})) for name, cls in _schema(spec).items()}
+    config = RunConfig(
+        task=spec.name,
+        model=values.get("model") or "minilm",
+        output_dir=values.get("output_dir") or f"runs/{spec.name}",
+        data=sections["data"],
+        trainer=sections["trainer"],
+        options=sections.get(spec.section),
+        section=spec.section if spec.config is not None else None,
+    )
+    for part in (config.data, config.trainer, config.options):
+        if hasattr(part, "check"):
+            part.check()
+    return config
+
+
+def config_from_dict(spec, data: dict, source: str = "saved config") -> RunConfig:
+    return build_config(spec, [(source, data)])

@@ -1,0 +1,77 @@
+"""The evaluation loop: length-sorted batches, outputs reduced on the device per batch.
+
+Only what ``task.predict_step`` returns (argmax, n-best, generated ids) leaves the device, never
+the full logits of the evaluation set. Under several processes each feature is evaluated by exactly
+one of them and the outputs are gathered by feature index, so nothing is duplicated or missing.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .batching import eval_batches, feature_lengths
+
+
+def rows(features, indices: list[int]) -> list[dict]:
+    """Feature rows ``indices`` of a datasets.Dataset as a list of dicts."""
+    columns = features[indices]
+    names = list(columns)
+    return [dict(zip(names, values)) for values in zip(*(columns[n] for n in names))]
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _split_outputs(out, n: int) -> list:
+    """A predict_step result (dict of per-row tensors/lists, or a list) as ``n`` per-feature items."""
+    if isinstance(out, dict):
+        cols = {k: (v.detach().float().cpu().tolist() if v.is_floating_point() else v.detach().cpu().tolist())
+                if isinstance(v, torch.Tensor) else list(v) for k, v in out.items()}
+        for k, v in cols.items():
+            if len(v) != n:
+                raise RuntimeError(f"predict_step returned {len(v)} rows for {k!r}, expected {n} (one per feature)")
+        return [{k: cols[k][j] for k in cols} for j in range(n)]
+    out = list(out)
+    if len(out) != n:
+        raise RuntimeError(f"predict_step returned {len(out)} items, expected {n} (one per feature)")
+    return out
+
+
+def predict_features(accelerator, task, model, features, batch_size: int) -> list:
+    """Run ``task.predict_step`` over all features; returns one output per feature, in feature order."""
+    lengths = feature_lengths(features)
+    batches = eval_batches(lengths, batch_size, accelerator.process_index, accelerator.num_processes)
+    model = accelerator.unwrap_model(model)
+    was_training = model.training
+    model.eval()
+    collected: list[tuple[int, object]] = []
+    with torch.inference_mode(), accelerator.autocast():
+        for indices in batches:
+            batch = to_device(task.collate(rows(features, indices)), accelerator.device)
+            outputs = _split_outputs(task.predict_step(model, batch), len(indices))
+            collected.extend(zip(indices, outputs))
+    if was_training:
+        model.train()
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        collected = gather_object(collected)
+    ordered: list = [None] * len(lengths)
+    for index, output in collected:
+        ordered[index] = output
+    return ordered
+
+
+def evaluate(accelerator, task, model, features, examples, batch_size: int) -> tuple[dict, list]:
+    """Predict and score an evaluation set; returns (metrics with timing, predictions)."""
+    start = time.perf_counter()
+    outputs = predict_features(accelerator, task, model, features, batch_size)
+    predictions = task.postprocess(outputs, features, examples)
+    metrics = {k: float(v) for k, v in task.compute_metrics(predictions, examples).items()}
+    seconds = time.perf_counter() - start
+    metrics.update(eval_samples=len(examples), eval_runtime=round(seconds, 4),
+                   eval_samples_per_second=round(len(examples) / seconds, 3) if seconds else 0.0)
+    return metrics, predictions

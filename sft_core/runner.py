@@ -1,0 +1,208 @@
+"""What ``sft run``, ``sft eval`` and ``sft predict`` do, as functions (the CLI is a thin layer).
+
+Imports torch and transformers; keep it out of the import path of ``sft --help``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from .checkpoint import TASK_FILE
+from .config import RunConfig, build_config
+from .errors import SFTError
+from .models import resolve_model
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # weight loading/writing bars
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
+def make_accelerator(config: RunConfig):
+    import torch
+    from accelerate import Accelerator
+
+    precision = config.trainer.mixed_precision
+    if precision == "auto":
+        if torch.cuda.is_available():
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "no"
+    elif precision != "no" and not torch.cuda.is_available():
+        print(f"note: trainer.mixed_precision={precision} needs a GPU; training in fp32 on the CPU", file=sys.stderr)
+        precision = "no"
+    return Accelerator(mixed_precision=precision)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _versions(accelerator) -> dict:
+    import accelerate
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {"sft": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+            "device": str(accelerator.device), "processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision}
+
+
+def _limit(examples: list, n: int | None) -> list:
+    return examples[:n] if n else examples
+
+
+def _load_model(task, path: str):
+    """Tokenizer and model, with loading failures turned into one clear line."""
+    try:
+        tokenizer = task.load_tokenizer(path)
+        model = task.build_model(path)
+    except SFTError:
+        raise
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SFTError(f"cannot load model {path!r}: {first}") from None
+    return tokenizer, model
+
+
+def train(config: RunConfig, host, resume: bool | str = False) -> dict:
+    """``sft run``: train, evaluate, save; returns {"train": ..., "eval": ...}."""
+    from accelerate.utils import set_seed
+
+    from .batching import build_features
+    from .training import Run, fit, latest_checkpoint
+
+    _quiet_libraries()
+    spec = host.get_task(config.task)
+    output_dir = Path(config.output_dir)
+    resume_from = None
+    if resume:
+        resume_from = Path(resume) if isinstance(resume, str) else latest_checkpoint(output_dir)
+        if resume_from is None or not (resume_from / "training_state.pt").is_file():
+            raise SFTError(f"nothing to resume: no checkpoint in {output_dir / 'checkpoints'}"
+                           if resume_from is None else f"not a checkpoint folder: {resume_from}")
+
+    accelerator = make_accelerator(config)
+    main = accelerator.is_main_process
+    task = spec.factory(config)
+    train_examples = _limit(task.load("train", config.data.train), config.data.max_train_samples)
+    if not train_examples:
+        raise SFTError(f"no training examples in {config.data.train or 'the built-in sample'}")
+    eval_path = config.data.eval
+    eval_examples = None
+    if eval_path is not None or config.data.train is None:
+        eval_examples = _limit(task.load("eval", eval_path), config.data.max_eval_samples)
+
+    if resume_from is not None:
+        saved = json.loads((resume_from / "model" / TASK_FILE).read_text(encoding="utf-8"))
+        task.load_state_dict(saved["state"])
+        model_path = str(resume_from / "model")
+    else:
+        task.setup(train_examples)
+        model_path = resolve_model(config.model)
+    set_seed(config.trainer.seed)
+    tokenizer, model = _load_model(task, model_path)
+
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        old = output_dir / "checkpoints"
+        if resume_from is None and old.is_dir() and any(old.iterdir()):
+            print(f"note: removing checkpoints of an earlier run in {old} (use --resume to continue it)", file=sys.stderr)
+            shutil.rmtree(old)
+        (output_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        _write_json(output_dir / "run_info.json", {"versions": _versions(accelerator), "seed": config.trainer.seed,
+                                                   "resumed_from": str(resume_from) if resume_from else None})
+    accelerator.wait_for_everyone()
+
+    with accelerator.main_process_first():
+        train_features = build_features(task, config, tokenizer, train_examples, "train")
+        eval_features = build_features(task, config, tokenizer, eval_examples, "eval") if eval_examples else None
+
+    run = Run(config=config, task=task, hooks=host.hook, accelerator=accelerator, model=model,
+              tokenizer=tokenizer, train_features=train_features, eval_features=eval_features,
+              eval_examples=eval_examples or None, output_dir=output_dir, resume_from=resume_from)
+    result = fit(run)
+    if main:
+        _write_json(output_dir / "train_results.json", result["train"])
+        if result["eval"] is not None:
+            _write_json(output_dir / "eval_results.json", result["eval"])
+            best = output_dir / "checkpoints" / "best" / task.predictions_file
+            if best.is_file():
+                shutil.copyfile(best, output_dir / task.predictions_file)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def load_saved(model_dir: str, host, layers: list[tuple[str, dict]]):
+    """Rebuild (spec, config, task) from a model folder written by ``sft run``."""
+    folder = Path(model_dir)
+    info_file = folder / TASK_FILE
+    if not folder.is_dir():
+        raise SFTError(f"model folder not found: {folder}")
+    if not info_file.is_file():
+        raise SFTError(f"{folder} was not written by sft (no {TASK_FILE}); train with `sft run` first")
+    info = json.loads(info_file.read_text(encoding="utf-8"))
+    spec = host.get_task(info["task"])
+    saved = dict(info["config"])
+    saved.pop("task", None)
+    config = build_config(spec, [(f"{info_file}", saved), *layers, ("--model", {"model": str(folder)})])
+    task = spec.factory(config)
+    task.load_state_dict(info.get("state", {}))
+    return spec, config, task
+
+
+def evaluate_saved(model_dir: str, data: str, output_dir: str | None, host, layers=()) -> dict:
+    """``sft eval``: score a saved model on ``data``; writes eval_results.json and predictions."""
+    from .batching import build_features
+    from .evaluation import evaluate
+
+    _quiet_libraries()
+    _, config, task = load_saved(model_dir, host, list(layers))
+    accelerator = make_accelerator(config)
+    examples = _limit(task.load("eval", data), config.data.max_eval_samples)
+    if not examples:
+        raise SFTError(f"no examples in {data}")
+    tokenizer, model = _load_model(task, model_dir)
+    model.to(accelerator.device)
+    features = build_features(task, config, tokenizer, examples, "eval")
+    metrics, predictions = evaluate(accelerator, task, model, features, examples, config.trainer.eval_batch_size)
+    out = Path(output_dir) if output_dir else Path(model_dir).resolve().parent / "eval"
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "eval_results.json", metrics)
+        task.write_predictions(out / task.predictions_file, predictions, examples)
+    return {"metrics": metrics, "output_dir": str(out)}
+
+
+def predict_saved(model_dir: str, texts: list[str], input_path: str | None, host, layers=()):
+    """``sft predict``: yields one JSON-serialisable record per input, in input order."""
+    from .batching import build_features
+    from .evaluation import predict_features
+
+    _quiet_libraries()
+    _, config, task = load_saved(model_dir, host, list(layers))
+    accelerator = make_accelerator(config)
+    examples = task.load("predict", input_path) if input_path else task.read_inputs(list(texts))
+    if not examples:
+        return []
+    tokenizer, model = _load_model(task, model_dir)
+    model.to(accelerator.device)
+    features = build_features(task, config, tokenizer, examples, "predict", use_cache=False)
+    outputs = predict_features(accelerator, task, model, features, config.trainer.eval_batch_size)
+    predictions = task.postprocess(outputs, features, examples)
+    return [task.format_prediction(p, e) for p, e in zip(predictions, examples)]

@@ -1,0 +1,64 @@
+"""The Task protocol: everything that differs between tasks, behind one small interface.
+
+The engine trains every task the same way (``model(**batch).loss``); tasks differ in how data is
+read and turned into features, which model head is built, and how raw outputs become predictions
+and metrics. A task object lives for one run and is built by the factory given to ``register``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Task(Protocol):
+    #: Metric used for best-model selection unless ``trainer.metric_for_best`` says otherwise.
+    main_metric: str
+    #: File written next to ``eval_results.json`` by ``write_predictions``.
+    predictions_file: str
+
+    def load(self, split: str, path: str | None) -> list[dict]:
+        """Read examples of ``split`` ("train", "eval" or "predict") from ``path`` (None: built-in sample)."""
+
+    def setup(self, train_examples: list[dict]) -> None:
+        """Learn what training data defines (e.g. the label map) before the model is built."""
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable state saved with the model (label map, ...)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict`` returned, when a saved model is reloaded."""
+
+    def load_tokenizer(self, name_or_path: str) -> Any:
+        """Load (or build) the tokenizer; it is saved next to the model."""
+
+    def build_model(self, name_or_path: str) -> Any:
+        """Build the model (a ``torch.nn.Module`` whose ``forward(**batch)`` returns ``.loss``)."""
+
+    def preprocess(self, examples: dict[str, list]) -> dict[str, list]:
+        """Batched: columns of examples (with ``example_id``) in, columns of features out.
+
+        One example may give several features; each keeps its ``example_id``.
+        """
+
+    def collate(self, features: list[dict]) -> dict[str, Any]:
+        """Pad a list of features into a batch of tensors for ``model(**batch)``."""
+
+    def predict_step(self, model: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        """Forward (or generate) and reduce on the device: tensors with one row per feature."""
+
+    def postprocess(self, outputs: list[dict], features: Any, examples: list[dict]) -> list[Any]:
+        """Per-feature outputs (in feature order) to one prediction per example (in example order)."""
+
+    def compute_metrics(self, predictions: list[Any], examples: list[dict]) -> dict[str, float]:
+        """Score predictions against the gold annotations of ``examples``."""
+
+    def write_predictions(self, path: Path, predictions: list[Any], examples: list[dict]) -> None:
+        """Write the task's predictions file (``predictions_file``) for an evaluation set."""
+
+    def format_prediction(self, prediction: Any, example: dict) -> dict:
+        """One JSON-serialisable record for ``sft predict``."""
+
+    def read_inputs(self, texts: list[str]) -> list[dict]:
+        """Examples for ``sft predict`` from command-line texts."""

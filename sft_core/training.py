@@ -1,0 +1,272 @@
+"""The training loop: one readable function for every task, on accelerate.
+
+The step is the same for every task: ``model(**task.collate(features)).loss``. Evaluation,
+checkpoints, best-model selection, early stopping and the time limit hang off the loop at step and
+epoch boundaries. A checkpoint records the epoch and the number of steps taken in it; batches are a
+function of (seed, epoch), so resuming skips straight to the next batch of the interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .batching import feature_lengths, shard_train_batches, train_batches
+from .checkpoint import (TrainState, list_checkpoints, load_training_state, rotate_checkpoints,
+                         save_checkpoint, set_rng_state, write_model_folder, replace_dir)
+from .evaluation import evaluate, rows, to_device
+from .errors import ConfigError
+from .logger import MetricsLogger, progress_bar
+
+
+@dataclass
+class Run:
+    """Everything one training run works with."""
+
+    config: Any
+    task: Any
+    hooks: Any
+    accelerator: Any
+    model: Any
+    tokenizer: Any
+    train_features: Any
+    eval_features: Any = None
+    eval_examples: list | None = None
+    output_dir: Path = Path(".")
+    resume_from: Path | None = None
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation weights, as is customary for transformers."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _scheduler(name: str, optimizer, warmup: int, total: int):
+    from transformers import get_scheduler
+
+    kind = "constant_with_warmup" if name == "constant" else name
+    return get_scheduler(kind, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+
+
+def _better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if "loss" in metric else value > best
+
+
+def fit(run: Run) -> dict:
+    """Train; returns {"train": train results, "eval": metrics of the final or best model or None}."""
+    cfg, acc, task = run.config.trainer, run.accelerator, run.task
+    main = acc.is_main_process
+    world, rank = acc.num_processes, acc.process_index
+    ckpt_dir = run.output_dir / "checkpoints"
+
+    lengths = feature_lengths(run.train_features)
+    if not lengths:
+        raise ConfigError("the training set is empty")
+    micro_per_epoch = math.ceil(math.ceil(len(lengths) / cfg.batch_size) / world)
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+
+    optimizer = torch.optim.AdamW(_param_groups(run.model, cfg.weight_decay), lr=cfg.lr)
+    scheduler = _scheduler(cfg.scheduler, optimizer, warmup, total_steps)
+    model, optimizer = acc.prepare(run.model, optimizer)
+
+    state = TrainState()
+    if run.resume_from is not None:
+        saved = load_training_state(run.resume_from)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        set_rng_state(saved["rng"])
+        state = TrainState(**saved["state"])
+
+    metric_name = cfg.metric_for_best or task.main_metric
+    best_dir = ckpt_dir / "best"
+    best_metrics: dict | None = None
+    if state.best_step is not None and (best_dir / "eval_results.json").is_file():
+        best_metrics = json.loads((best_dir / "eval_results.json").read_text())
+    last_metrics: dict | None = None
+
+    logger = MetricsLogger(run.output_dir, enabled=main, append=run.resume_from is not None)
+    bar = progress_bar(total_steps, state.global_step, enabled=main)
+    run.hooks.sft_train_start(config=run.config, task=task, model=model, state=state)
+
+    def do_evaluate() -> bool:
+        """Evaluate, keep the best model; returns True when early stopping says stop."""
+        nonlocal best_metrics, last_metrics
+        metrics, predictions = evaluate(acc, task, model, run.eval_features, run.eval_examples, cfg.eval_batch_size)
+        metrics["step"] = state.global_step
+        last_metrics = metrics
+        if metric_name not in metrics:
+            raise ConfigError(f"trainer.metric_for_best={metric_name!r} is not a metric of task "
+                              f"{run.config.task!r}; available: {', '.join(sorted(metrics))}")
+        logger.log({"step": state.global_step, "epoch": state.epoch,
+                    **{_eval_key(k): v for k, v in metrics.items() if k != "step"}})
+        run.hooks.sft_evaluate_end(config=run.config, state=state, metrics=metrics)
+        if _better(metric_name, metrics[metric_name], state.best_metric):
+            state.best_metric, state.best_step = metrics[metric_name], state.global_step
+            state.evals_without_improvement = 0
+            best_metrics = metrics
+            if main:
+                write_model_folder(best_dir, acc.unwrap_model(model), run.tokenizer, task, run.config)
+                (best_dir / "eval_results.json").write_text(_json(metrics))
+                task.write_predictions(best_dir / task.predictions_file, predictions, run.eval_examples)
+            acc.wait_for_everyone()
+        else:
+            state.evals_without_improvement += 1
+        patience = cfg.early_stopping_patience
+        return bool(patience) and state.evals_without_improvement >= patience
+
+    def do_checkpoint() -> None:
+        if main:
+            path = save_checkpoint(ckpt_dir, state, acc.unwrap_model(model), run.tokenizer, task,
+                                   run.config, optimizer, scheduler)
+            rotate_checkpoints(ckpt_dir, cfg.keep_checkpoints)
+            run.hooks.sft_save_checkpoint(config=run.config, state=state, path=path)
+        acc.wait_for_everyone()
+
+    has_eval = run.eval_features is not None
+    status = "failed"
+    stop = False
+    evaluated_at = saved_at = -1
+    window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
+    try:
+        while state.global_step < total_steps and not stop:
+            batches = shard_train_batches(
+                train_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length), rank, world)
+            micro = batches[state.steps_in_epoch * cfg.grad_accum:]
+            for start in range(0, len(micro), cfg.grad_accum):
+                step_start = time.perf_counter()
+                group = micro[start:start + cfg.grad_accum]
+                model.train()
+                step_loss = torch.zeros((), device=acc.device)
+                for j, indices in enumerate(group):
+                    batch = to_device(task.collate(rows(run.train_features, indices)), acc.device)
+                    sync = acc.no_sync(model) if j < len(group) - 1 and world > 1 else nullcontext()
+                    with sync, acc.autocast():
+                        loss = model(**batch).loss
+                        acc.backward(loss / len(group))
+                    step_loss += loss.detach() / len(group)
+                    window_samples += len(indices) * world
+                if cfg.max_grad_norm:
+                    acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.global_step += 1
+                state.steps_in_epoch += 1
+                state.samples_seen += sum(len(i) for i in group) * world
+                state.train_seconds += time.perf_counter() - step_start
+                loss_value = step_loss.item()
+                lr = scheduler.get_last_lr()[0]
+                window_loss += loss_value
+                window_steps += 1
+                bar.update(1)
+                run.hooks.sft_step_end(config=run.config, state=state, loss=loss_value, lr=lr)
+
+                if state.global_step % cfg.log_every == 0 or state.global_step == total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    record = {"step": state.global_step, "epoch": state.epoch, "loss": round(window_loss / window_steps, 6),
+                              "lr": lr, "samples_per_second": round(window_samples / elapsed, 2) if elapsed else 0.0}
+                    logger.log(record)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", samples_s=record["samples_per_second"])
+                    window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
+
+                if state.global_step >= total_steps:
+                    stop = True
+                if cfg.max_time_minutes and _agree(acc, state.train_seconds >= cfg.max_time_minutes * 60):
+                    stop = True
+                    logger.log({"step": state.global_step, "event": "max_time_reached", "minutes": cfg.max_time_minutes})
+                if has_eval and cfg.eval_every and state.global_step % cfg.eval_every == 0:
+                    evaluated_at = state.global_step
+                    if do_evaluate():
+                        stop = True
+                        logger.log({"step": state.global_step, "event": "early_stopping"})
+                if cfg.save_every and state.global_step % cfg.save_every == 0 and not stop:
+                    do_checkpoint()
+                    saved_at = state.global_step
+                if stop:
+                    break
+            else:  # the epoch ran to its end
+                state.epoch += 1
+                state.steps_in_epoch = 0
+                done = state.global_step >= total_steps
+                if has_eval and cfg.eval_every is None and evaluated_at != state.global_step and not done:
+                    evaluated_at = state.global_step
+                    stop = do_evaluate()
+                if cfg.save_every is None and not done and not stop:
+                    do_checkpoint()
+                    saved_at = state.global_step
+        if has_eval and evaluated_at != state.global_step:
+            do_evaluate()
+        if cfg.save_every != 0 and saved_at != state.global_step:
+            do_checkpoint()
+        status = "completed" if state.global_step >= total_steps else "stopped"
+    finally:
+        bar.close()
+        run.hooks.sft_train_end(config=run.config, state=state, status=status)
+
+    eval_metrics = None
+    if main:
+        final_dir = run.output_dir / "model"
+        if has_eval and best_metrics is not None and best_dir.is_dir():
+            # the best model becomes the run's model; its metrics are the run's results
+            tmp = run.output_dir / ".tmp-model"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            shutil.copytree(best_dir, tmp, ignore=shutil.ignore_patterns("eval_results.json", task.predictions_file))
+            replace_dir(tmp, final_dir)
+            eval_metrics = best_metrics
+        else:
+            write_model_folder(final_dir, acc.unwrap_model(model), run.tokenizer, task, run.config)
+            eval_metrics = last_metrics
+    acc.wait_for_everyone()
+    train = {
+        "train_runtime": round(state.train_seconds, 4),
+        "train_samples": state.samples_seen,
+        "train_samples_per_second": round(state.samples_seen / state.train_seconds, 3) if state.train_seconds else 0.0,
+        "train_steps": state.global_step,
+        "epochs_completed": state.epoch + state.steps_in_epoch / max(steps_per_epoch, 1),
+        "status": status,
+    }
+    logger.log({"step": state.global_step, **{k: v for k, v in train.items() if k != "status"}})
+    logger.close()
+    return {"train": train, "eval": eval_metrics, "best_step": state.best_step, "metric_for_best": metric_name}
+
+
+def _agree(acc, flag: bool) -> bool:
+    """The main process's decision, shared so that every process stops at the same step."""
+    if acc.num_processes == 1:
+        return flag
+    from accelerate.utils import broadcast_object_list
+
+    box = [flag]
+    broadcast_object_list(box, from_process=0)
+    return bool(box[0])
+
+
+def _eval_key(name: str) -> str:
+    return name if name.startswith("eval_") else f"eval_{name}"
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, indent=2)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = list_checkpoints(output_dir / "checkpoints")
+    return found[-1] if found else None

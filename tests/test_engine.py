@@ -1,0 +1,126 @@
+"""The training loop: hook order, exact resume, best model, early stopping, checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sft_core import hookimpl
+
+from helpers import SAMPLE, load_weights, train_tiny
+
+
+class Recorder:
+    """Records every lifecycle hook call in order."""
+
+    def __init__(self, fail_at_step=None, exc=RuntimeError):
+        self.calls: list[str] = []
+        self.fail_at_step, self.exc = fail_at_step, exc
+
+    @hookimpl
+    def sft_train_start(self, config, task, model, state):
+        self.calls.append(f"train_start:{state.global_step}")
+
+    @hookimpl
+    def sft_step_end(self, config, state, loss, lr):
+        assert isinstance(loss, float) and isinstance(lr, float)
+        self.calls.append(f"step_end:{state.global_step}")
+        if state.global_step == self.fail_at_step:
+            raise self.exc(f"stopped at step {state.global_step}")
+
+    @hookimpl
+    def sft_evaluate_end(self, config, state, metrics):
+        assert "accuracy" in metrics
+        self.calls.append(f"evaluate_end:{state.global_step}")
+
+    @hookimpl
+    def sft_save_checkpoint(self, config, state, path):
+        assert path.is_dir() and (path / "training_state.pt").is_file()
+        self.calls.append(f"save_checkpoint:{state.global_step}")
+
+    @hookimpl
+    def sft_train_end(self, config, state, status):
+        self.calls.append(f"train_end:{status}")
+
+
+def test_hook_order(tmp_path, tiny_model):
+    recorder = Recorder()
+    train_tiny(tmp_path, tiny_model, [recorder], **{"trainer.max_steps": 4, "trainer.eval_every": 2,
+                                                      "trainer.save_every": 2})
+    assert recorder.calls == [
+        "train_start:0",
+        "step_end:1", "step_end:2", "evaluate_end:2", "save_checkpoint:2",
+        "step_end:3", "step_end:4", "evaluate_end:4", "save_checkpoint:4",
+        "train_end:completed",
+    ]
+
+
+def test_train_end_runs_when_training_fails(tmp_path, tiny_model):
+    recorder = Recorder(fail_at_step=2)
+    with pytest.raises(RuntimeError, match="stopped at step 2"):
+        train_tiny(tmp_path, tiny_model, [recorder], **{"trainer.max_steps": 4})
+    assert recorder.calls == ["train_start:0", "step_end:1", "step_end:2", "train_end:failed"]
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_resume_continues_exactly(tmp_path, tiny_model, grad_accum):
+    # 40 examples in micro-batches of 8: 5 micro-batches an epoch, so the run crosses epoch
+    # boundaries (and, with accumulation, a short last step); dropout makes RNG state matter.
+    values = {"data.train": str(SAMPLE / "train.jsonl"), "data.max_train_samples": 40, "trainer.batch_size": 8,
+              "trainer.grad_accum": grad_accum, "trainer.max_steps": 8, "trainer.save_every": 3,
+              "trainer.keep_checkpoints": 5}
+    train_tiny(tmp_path / "straight", tiny_model, **values)
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(interrupted, tiny_model, [Recorder(fail_at_step=5, exc=KeyboardInterrupt)], **values)
+    assert [p.name for p in (interrupted / "checkpoints").iterdir() if p.name.startswith("step-")] == ["step-00000003"]
+    assert not list((interrupted / "checkpoints").glob(".tmp*")), "a temporary checkpoint folder was left behind"
+    recorder = Recorder()
+    result = train_tiny(interrupted, tiny_model, [recorder], resume=True, **values)
+    assert recorder.calls[0] == "train_start:3" and recorder.calls[1] == "step_end:4"
+    assert result["train"]["train_steps"] == 8
+
+    straight = load_weights(tmp_path / "straight" / "model")
+    resumed = load_weights(interrupted / "model")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+    # the log of the resumed run continues the interrupted one
+    steps = [json.loads(line).get("step") for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)
+
+
+def test_best_model_and_early_stopping(tmp_path, tiny_model):
+    result = train_tiny(tmp_path, tiny_model, **{"trainer.max_steps": 200, "trainer.eval_every": 1,
+                                                 "trainer.early_stopping_patience": 2, "trainer.lr": 1e-9,
+                                                 "trainer.save_every": 0})
+    # with a negligible learning rate no evaluation improves on the first, so training stops after 3
+    assert result["train"]["status"] == "stopped"
+    assert result["train"]["train_steps"] == 3
+    assert result["best_step"] == 1
+    saved = json.loads((tmp_path / "eval_results.json").read_text())
+    assert saved["step"] == 1 and saved["eval_samples"] == 60
+    assert (tmp_path / "model" / "config.json").is_file()
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 60
+
+
+def test_checkpoints_rotate_and_stay_complete(tmp_path, tiny_model):
+    train_tiny(tmp_path, tiny_model, **{"trainer.max_steps": 5, "trainer.save_every": 1, "trainer.keep_checkpoints": 2,
+                                        "trainer.eval_every": 0})
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("step-"))
+    assert names == ["step-00000004", "step-00000005"]
+    for name in names:
+        folder = tmp_path / "checkpoints" / name
+        assert (folder / "model" / "model.safetensors").is_file()
+        assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == int(name[5:])
+
+
+def test_max_time_stops_training(tmp_path, tiny_model):
+    result = train_tiny(tmp_path, tiny_model, **{"trainer.epochs": 1000, "trainer.max_time_minutes": 0.0001,
+                                                 "trainer.eval_every": 0, "trainer.save_every": 0})
+    assert result["train"]["status"] == "stopped"
+    assert result["train"]["train_steps"] < 100
+    assert (tmp_path / "eval_results.json").is_file()
