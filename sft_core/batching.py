@@ -88,13 +88,14 @@ def train_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, gr
     return batches
 
 
-def shard_train_batches(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
-    """Each process takes every ``world``-th batch; the list is padded by wrapping to a multiple."""
-    if world == 1:
-        return batches
+def shard_train_batches(batches: list[list[int]], world: int) -> list[list[list[int]]]:
+    """Group batches ``world`` at a time: element ``r`` of each group is process ``r``'s batch.
+
+    The list is padded by wrapping around so every process takes the same number of steps.
+    """
     if len(batches) % world:
         batches = batches + batches[: world - len(batches) % world]
-    return batches[rank::world]
+    return [batches[i:i + world] for i in range(0, len(batches), world)]
 
 
 def eval_batches(lengths: list[int], batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:

@@ -94,6 +94,8 @@ def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from
     from . import runner
 
     result = runner.train(config, host, resume=resume_from or resume)
+    if not result["main_process"]:  # under torchrun, one summary is enough
+        return
     click.echo(json.dumps({"output_dir": config.output_dir, **result["train"],
                            **{k if k.startswith("eval_") else f"eval_{k}": v for k, v in (result["eval"] or {}).items()}}, indent=2))
 

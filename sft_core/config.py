@@ -185,8 +185,13 @@ def coerce(value: Any, tp: Any, key: str, source: str) -> Any:
                 continue
         fail()
     if origin is Literal:
-        if value in args:
+        if value in args and not isinstance(value, bool):
             return value
+        if isinstance(value, bool):  # YAML 1.1 reads a bare no/off/yes/on as a bool: map it back
+            words = ("yes", "on", "true") if value else ("no", "off", "false")
+            spelled = [a for a in args if isinstance(a, str) and a.lower() in words]
+            if len(spelled) == 1:
+                return spelled[0]
         fail()
     if origin in (list, tuple):
         if isinstance(value, str):

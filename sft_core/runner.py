@@ -41,7 +41,8 @@ def make_accelerator(config: RunConfig):
     elif precision != "no" and not torch.cuda.is_available():
         print(f"note: trainer.mixed_precision={precision} needs a GPU; training in fp32 on the CPU", file=sys.stderr)
         precision = "no"
-    return Accelerator(mixed_precision=precision)
+    # accelerate only sets up multi-process CPU runs (gloo) when told it is on the CPU
+    return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
 
 
 def _write_json(path: Path, obj) -> None:
@@ -145,6 +146,7 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
             if best.is_file():
                 shutil.copyfile(best, output_dir / task.predictions_file)
     accelerator.wait_for_everyone()
+    result["main_process"] = main
     return result
 
 

