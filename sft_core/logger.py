@@ -46,4 +46,6 @@ class MetricsLogger:
 def progress_bar(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+    # leave `disable` unset when enabled, so that TQDM_DISABLE=1 in the environment still works
+    options = {} if enabled else {"disable": True}
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True, **options)

@@ -21,7 +21,7 @@ KNOWN = {*TEXT_NAMES, *(n for pair in PAIR_NAMES for n in pair), *LABEL_NAMES}
 def _records(path: Path, data) -> tuple[list[tuple[int, dict]], list[str]]:
     """(line number, row dict) pairs and the column names."""
     suffix = "".join(path.suffixes[-1:]).lower()
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: Excel writes a byte-order mark
         if suffix in (".jsonl", ".json"):
             out, names = [], []
             for n, line in enumerate(f, 1):

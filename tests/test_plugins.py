@@ -1,0 +1,269 @@
+"""The plugin manager over real entry points: discovery, switching off, duplicates, broken plugins."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import types
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import sft_core.plugins
+from sft_core import hookimpl
+from sft_core.cli import cli, main
+from sft_core.errors import SFTError
+from sft_core.plugins import PluginHost
+
+SFT = Path(sys.executable).parent / "sft"
+
+
+@pytest.fixture(autouse=True)
+def _no_plugin_filters(monkeypatch):
+    monkeypatch.delenv("SFT_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("SFT_DISABLE_PLUGINS", raising=False)
+
+
+def make_plugin(name: str, **hooks) -> types.ModuleType:
+    """A plugin module named ``name`` whose attributes are the given hook implementations."""
+    module = types.ModuleType(name)
+    for hook_name, function in hooks.items():
+        function.__name__ = hook_name
+        setattr(module, hook_name, hookimpl(function))
+    return module
+
+
+def registering(*names, then=None):
+    """An ``sft_register_tasks`` implementation registering ``names``, then raising ``then``."""
+    def sft_register_tasks(register):
+        for name in names:
+            register(name, lambda config: None, summary=f"the {name} task")
+        if then is not None:
+            raise then
+    return sft_register_tasks
+
+
+def invoke(host, *args):
+    return CliRunner().invoke(cli, list(args), obj=host)
+
+
+def add_entry_points(monkeypatch, *extra: EntryPoint):
+    """Make ``importlib.metadata.entry_points``, as sft_core.plugins calls it, also return ``extra``."""
+    real = sft_core.plugins.metadata.entry_points
+
+    def entry_points(**params):
+        return [*real(**params), *(ep for ep in extra if ep.group == params.get("group"))]
+
+    monkeypatch.setattr(sft_core.plugins.metadata, "entry_points", entry_points)
+
+
+# --- discovery through entry points -----------------------------------------------------------
+
+def test_builtin_task_comes_from_the_entry_point():
+    host = PluginHost()
+    spec = host.get_task("classification")
+    assert spec.provider == "classification" and spec.distribution == "sft-core"
+    info = next(p for p in host.plugins if p.name == "classification")
+    assert info.module == "sft_classification" and info.error is None
+    assert info.distribution == "sft-core" and info.version
+    assert "sft_register_tasks" in info.hooks
+
+
+def test_sft_tasks_lists_classification_with_distribution():
+    result = invoke(PluginHost(), "tasks")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("classification  Sentence and sentence-pair classification")
+    assert lines[0].endswith("[sft-core]")
+    assert result.stderr == ""
+
+
+def test_sft_plugins_lists_hooks_and_version():
+    result = invoke(PluginHost(), "plugins")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"classification  (sft-core {sft_core.__version__})  hooks: sft_register_tasks"
+
+
+def test_load_plugins_empty_loads_none(monkeypatch):
+    monkeypatch.setenv("SFT_LOAD_PLUGINS", "")
+    host = PluginHost()
+    assert host.plugins == [] and host.tasks == {}
+    result = invoke(host, "tasks")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("no tasks registered")
+    result = invoke(host, "run", "--task", "classification", "--print-config")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: unknown task 'classification'; known tasks: none (no task plugin is loaded)"
+
+
+def test_load_plugins_names_the_ones_to_load(monkeypatch):
+    monkeypatch.setenv("SFT_LOAD_PLUGINS", "somethingelse, classification")
+    assert list(PluginHost().tasks) == ["classification"]
+
+
+def test_disable_plugins_removes_one(monkeypatch):
+    monkeypatch.setenv("SFT_DISABLE_PLUGINS", "classification")
+    host = PluginHost()
+    assert "classification" not in host.tasks
+    assert all(p.name != "classification" for p in host.plugins)
+    assert invoke(host, "tasks").stdout.startswith("no tasks registered")
+
+
+# --- duplicates ------------------------------------------------------------------------------
+
+def test_duplicate_task_names_both_providers():
+    a = make_plugin("sft_dup_a", sft_register_tasks=registering("dup"))
+    b = make_plugin("sft_dup_b", sft_register_tasks=registering("dup"))
+    with pytest.raises(SFTError) as caught:
+        PluginHost(extra_plugins=(a, b))
+    message = str(caught.value)
+    assert "task 'dup' is registered twice" in message
+    assert "'sft_dup_a'" in message and "'sft_dup_b'" in message
+    assert "SFT_DISABLE_PLUGINS" in message
+
+
+def test_duplicate_of_a_builtin_names_its_distribution():
+    rival = make_plugin("sft_rival", sft_register_tasks=registering("classification"))
+    with pytest.raises(SFTError) as caught:
+        PluginHost(extra_plugins=(rival,))
+    message = str(caught.value)
+    assert message.startswith("task 'classification' is registered twice")
+    assert "plugin 'classification' (sft-core)" in message and "plugin 'sft_rival' (no distribution)" in message
+
+
+def test_duplicate_through_entry_points_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    (tmp_path / "sft_rival_tasks.py").write_text(
+        "from sft_core import hookimpl\n\n"
+        "@hookimpl\n"
+        "def sft_register_tasks(register):\n"
+        "    register('classification', lambda config: None)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    add_entry_points(monkeypatch, EntryPoint(name="rival", value="sft_rival_tasks", group="sft"))
+    with pytest.raises(SystemExit) as exited:
+        main(["tasks"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: task 'classification' is registered twice")
+    assert "'classification' (sft-core)" in err and "'rival'" in err
+    assert "\n" not in err
+    # switching one off, as the message suggests, resolves it
+    monkeypatch.setenv("SFT_DISABLE_PLUGINS", "rival")
+    assert list(PluginHost().tasks) == ["classification"]
+
+
+# --- broken plugins --------------------------------------------------------------------------
+
+def test_failing_registration_is_recorded_and_others_work():
+    broken = make_plugin("sft_broken", sft_register_tasks=registering("half", then=RuntimeError("boom")))
+    good = make_plugin("sft_good", sft_register_tasks=registering("good"))
+    host = PluginHost(extra_plugins=(broken, good))
+    info = next(p for p in host.plugins if p.name == "sft_broken")
+    assert info.error == "registration failed: RuntimeError: boom"
+    assert [p.name for p in host.failed] == ["sft_broken"]
+    assert "half" not in host.tasks  # what it registered before failing is withdrawn
+    assert host.get_task("good").provider == "sft_good"
+    assert host.get_task("classification").distribution == "sft-core"
+    result = invoke(host, "tasks")
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["classification", "good"]
+    assert "warning: plugin 'sft_broken'" in result.stderr and "boom" in result.stderr
+    result = invoke(host, "run", "--task", "classification", "--print-config")
+    assert result.exit_code == 0 and "task: classification" in result.stdout
+
+
+def test_task_config_must_be_a_dataclass():
+    def sft_register_tasks(register):
+        register("odd", lambda config: None, config=dict)
+
+    host = PluginHost(extra_plugins=(make_plugin("sft_odd", sft_register_tasks=sft_register_tasks),))
+    assert "odd" not in host.tasks
+    assert "config of task 'odd' must be a dataclass" in host.failed[0].error
+
+
+def test_misspelt_hook_is_reported_not_ignored():
+    def sft_train_strat(config, task, model, state):
+        pass
+
+    typo = make_plugin("sft_typo", sft_train_strat=sft_train_strat, sft_register_tasks=registering("typo-task"))
+    host = PluginHost(extra_plugins=(typo,))
+    info = next(p for p in host.plugins if p.name == "sft_typo")
+    assert info.error is not None and info.error.startswith("unknown hook")
+    assert "sft_train_strat" in info.error
+    assert host.pm.get_plugin("sft_typo") is None  # unregistered: none of its hooks run
+    assert "typo-task" not in host.tasks and "classification" in host.tasks
+    result = invoke(host, "plugins")
+    assert "sft_typo  (sft_typo)  FAILED: unknown hook" in result.stdout
+
+
+def test_entry_point_that_fails_to_import(monkeypatch):
+    add_entry_points(monkeypatch, EntryPoint(name="broken", value="sft_no_such_module", group="sft"))
+    host = PluginHost()
+    assert [p.name for p in host.failed] == ["broken"]
+
+    result = invoke(host, "plugins")
+    assert result.exit_code == 0
+    line = next(line for line in result.stdout.splitlines() if line.startswith("broken"))
+    assert line == "broken  (sft_no_such_module)  FAILED: ModuleNotFoundError: No module named 'sft_no_such_module'"
+    assert any(line.startswith("classification  (sft-core") for line in result.stdout.splitlines())
+
+    result = invoke(host, "tasks")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("classification  ")
+    warnings = result.stderr.strip().splitlines()
+    assert warnings == ["warning: plugin 'broken' (sft_no_such_module) failed to load: "
+                        "ModuleNotFoundError: No module named 'sft_no_such_module'"]
+
+    monkeypatch.setenv("SFT_DISABLE_PLUGINS", "broken")
+    assert invoke(PluginHost(), "tasks").stderr == ""
+
+
+# --- speed: no torch on the light commands ----------------------------------------------------
+
+LIGHT_COMMANDS = """
+import json, sys
+from sft_core.cli import cli
+from sft_core.plugins import PluginHost
+host = PluginHost()
+codes = []
+for args in (["--help"], ["tasks"], ["plugins"], ["run", "--help"], ["run", "--task", "classification", "--print-config"]):
+    try:
+        cli.main(args=args, obj=host, prog_name="sft", standalone_mode=False)
+        codes.append(0)
+    except SystemExit as exc:
+        codes.append(exc.code)
+heavy = sorted(m for m in ("torch", "transformers", "datasets", "accelerate") if m in sys.modules)
+print(json.dumps({"codes": codes, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("SFT_LOAD_PLUGINS", None)
+    env.pop("SFT_DISABLE_PLUGINS", None)
+    return env
+
+
+def test_light_commands_import_no_torch():
+    done = subprocess.run([sys.executable, "-c", LIGHT_COMMANDS], capture_output=True, text=True, timeout=60, env=_env())
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report["codes"] == [0, 0, 0, 0, 0]
+    assert "classification" in done.stdout  # the commands really ran
+    assert report["heavy"] == []
+
+
+@pytest.mark.parametrize("args", [["--help"], ["tasks"]])
+def test_light_commands_answer_fast(args):
+    subprocess.run([str(SFT), *args], capture_output=True, timeout=60, env=_env())  # warm the file cache
+    start = time.perf_counter()
+    done = subprocess.run([str(SFT), *args], capture_output=True, text=True, timeout=60, env=_env())
+    elapsed = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    assert ("classification" if args == ["tasks"] else "Usage: sft") in done.stdout
+    assert elapsed < 3.0, f"sft {' '.join(args)} took {elapsed:.2f} s"
