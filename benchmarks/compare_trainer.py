@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--model", default="minilm", help="sft model alias or folder (the Trainer gets the same folder)")
     p.add_argument("--train-samples", type=int, default=4000)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=128)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -91,6 +92,10 @@ def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from
     if print_config:
         click.echo(config.to_yaml(), nl=False)
         return
+    for key in ("train", "eval"):  # fail before the slow imports of torch and transformers
+        path = getattr(config.data, key)
+        if path is not None and not Path(path).exists():
+            raise SFTError(f"data file not found: {path} (data.{key})")
     from . import runner
 
     result = runner.train(config, host, resume=resume_from or resume)

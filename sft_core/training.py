@@ -152,7 +152,8 @@ def fit(run: Run) -> dict:
     status = "failed"
     stop = False
     evaluated_at = saved_at = -1
-    window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
+    # the logged samples/s counts training time only, like train_samples_per_second
+    window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, state.train_seconds
     try:
         while state.global_step < total_steps and not stop:
             epoch_batches = shard_train_batches(
@@ -191,12 +192,12 @@ def fit(run: Run) -> dict:
                 run.hooks.sft_step_end(config=run.config, state=state, loss=loss_value, lr=lr)
 
                 if state.global_step % cfg.log_every == 0 or state.global_step == total_steps:
-                    elapsed = time.perf_counter() - window_start
+                    elapsed = state.train_seconds - window_start
                     record = {"step": state.global_step, "epoch": state.epoch, "loss": round(window_loss / window_steps, 6),
                               "lr": lr, "samples_per_second": round(window_samples / elapsed, 2) if elapsed else 0.0}
                     logger.log(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", samples_s=record["samples_per_second"])
-                    window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
+                    window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, state.train_seconds
 
                 if state.global_step >= total_steps:
                     stop = True

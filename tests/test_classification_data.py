@@ -330,3 +330,30 @@ def test_regression_metrics_with_constant_predictions():
     got = regression_metrics([2.0, 2.0, 2.0], [1.0, 2.0, 3.0])
     assert got["pearson"] == 0.0 and got["spearman"] == 0.0
     assert got["mse"] == pytest.approx(2 / 3)
+
+
+def test_capitalised_header_is_detected(tmp_path):
+    from helpers import make_config
+    from sft_core.plugins import PluginHost
+    from sft_classification.reader import read_examples
+
+    path = tmp_path / "caps.csv"
+    path.write_text("Sentence,Label\nfine film,1\nawful film,0\n")
+    config = make_config(PluginHost())
+    examples = read_examples(path, config.data, need_labels=True)
+    assert [(e["text"], e["label"]) for e in examples] == [("fine film", "1"), ("awful film", "0")]
+
+
+def test_float_spelt_labels_are_one_class(tmp_path):
+    from helpers import make_config
+    from sft_core.plugins import PluginHost
+    from sft_classification.task import ClassificationTask
+
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"text": "a", "label": 5.0}\n{"text": "b", "label": 1}\n')
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("sentence\tlabel\nc\t5.0\nd\t1\n")
+    task = ClassificationTask(make_config(PluginHost()))
+    task.setup(task.load("train", str(train)))
+    assert task.labels == ["1", "5"]
+    assert len(task.load("eval", str(dev))) == 2  # "5.0" in a TSV is the class 5 of the JSONL

@@ -43,7 +43,7 @@ def _records(path: Path, data) -> tuple[list[tuple[int, dict]], list[str]]:
     if not lines:
         return [], []
     first = [c.strip() for c in lines[0][1]]
-    header = data.header if data.header is not None else (data.columns is None and bool(KNOWN & set(first)))
+    header = data.header if data.header is not None else (data.columns is None and bool(KNOWN & {c.lower() for c in first}))
     if header:
         names, lines = first, lines[1:]
     elif data.columns:
@@ -60,14 +60,23 @@ def _records(path: Path, data) -> tuple[list[tuple[int, dict]], list[str]]:
     return rows, names
 
 
+def _find(names: list[str], wanted: str) -> str | None:
+    """The column called ``wanted``, ignoring case (``Sentence`` is ``sentence``)."""
+    for name in names:
+        if name.lower() == wanted:
+            return name
+    return None
+
+
 def _pick(names: list[str], wanted: str | None, candidates, what: str, key: str, path: Path, required: bool = True):
     if wanted is not None:
         if wanted not in names:
             raise DataError(f"{path}: no column {wanted!r} (set by {key}); columns: {', '.join(names)}")
         return wanted
     for name in candidates:
-        if name in names:
-            return name
+        found = _find(names, name)
+        if found is not None:
+            return found
     if required:
         raise DataError(f"{path}: cannot find the {what} column among {', '.join(names)}; set {key}")
     return None
@@ -83,8 +92,8 @@ def read_examples(path: str | Path, data, need_labels: bool) -> list[dict]:
     text_col, pair_col = data.text_column, data.text_pair_column
     if text_col is None and pair_col is None:
         for a, b in PAIR_NAMES:
-            if a in names and b in names:
-                text_col, pair_col = a, b
+            if _find(names, a) and _find(names, b):
+                text_col, pair_col = _find(names, a), _find(names, b)
                 break
     text_col = _pick(names, text_col, TEXT_NAMES, "text", "data.text_column", path)
     if pair_col is not None:

@@ -17,9 +17,13 @@ SAMPLE = Path(__file__).parent / "sample_data"
 
 
 def _label_key(label) -> str:
-    if isinstance(label, float) and label.is_integer():
-        return str(int(label))
-    return str(label)
+    """The class name of a label: 5, 5.0 and "5.0" are all class "5", whatever the file format."""
+    text = str(label).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else text
 
 
 class ClassificationTask:
