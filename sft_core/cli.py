@@ -121,21 +121,46 @@ def eval_(ctx, model_dir, data, output_dir, overrides):
     click.echo(f"written to {result['output_dir']}", err=True)
 
 
-@cli.command()
+def _named_inputs(args) -> tuple[list[str], dict[str, list[str]]]:
+    """Split ``sft predict`` arguments into TEXTs and ``--NAME VALUE`` / ``--NAME=VALUE`` inputs."""
+    texts: list[str] = []
+    fields: dict[str, list[str]] = {}
+    args = list(args)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith("--") or len(arg) == 2:
+            texts.append(arg)
+            continue
+        name, sep, value = arg[2:].partition("=")
+        if not sep:
+            if not args:
+                raise SFTError(f"option --{name} needs a value")
+            value = args.pop(0)
+        fields.setdefault(name.replace("-", "_"), []).append(value)
+    return texts, fields
+
+
+# Options the command does not declare (e.g. --question, --context) are the task's named inputs.
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.option("--model", "model_dir", required=True, type=click.Path(), help="Model folder written by `sft run`.")
 @click.option("--input", "input_path", type=click.Path(), help="File of inputs in the task's format (else TEXT arguments).")
 @click.argument("texts", nargs=-1)
 @click.pass_context
 def predict(ctx, model_dir, input_path, texts):
-    """Predict for TEXT arguments or an input file; prints one JSON line per input."""
+    """Predict for TEXT arguments, named inputs or an input file; prints one JSON line per input.
+
+    Named inputs are --NAME VALUE options a task declares, e.g. for qa:
+    sft predict --model runs/qa/model --question "Who?" --context "..."
+    """
     host = _host(ctx)
-    if not texts and not input_path:
-        raise SFTError("nothing to predict: give TEXT arguments or --input FILE")
-    if texts and input_path:
-        raise SFTError("give either TEXT arguments or --input FILE, not both")
+    texts, fields = _named_inputs(texts)
+    if not texts and not input_path and not fields:
+        raise SFTError("nothing to predict: give TEXT arguments, named inputs (--NAME VALUE) or --input FILE")
+    if sum(map(bool, (texts, input_path, fields))) > 1:
+        raise SFTError("give either TEXT arguments, named inputs (--NAME VALUE) or --input FILE, not several")
     from . import runner
 
-    for record in runner.predict_saved(model_dir, list(texts), input_path, host):
+    for record in runner.predict_saved(model_dir, list(texts), input_path, host, fields=fields):
         click.echo(json.dumps(record, ensure_ascii=False))
 
 

@@ -15,6 +15,7 @@ from .checkpoint import TASK_FILE
 from .config import RunConfig, build_config
 from .errors import SFTError
 from .models import resolve_model
+from .task import prediction_files
 
 
 def _quiet_libraries() -> None:
@@ -142,9 +143,10 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
         _write_json(output_dir / "train_results.json", result["train"])
         if result["eval"] is not None:
             _write_json(output_dir / "eval_results.json", result["eval"])
-            best = output_dir / "checkpoints" / "best" / task.predictions_file
-            if best.is_file():
-                shutil.copyfile(best, output_dir / task.predictions_file)
+            for name in prediction_files(task):
+                best = output_dir / "checkpoints" / "best" / name
+                if best.is_file():
+                    shutil.copyfile(best, output_dir / name)
     accelerator.wait_for_everyone()
     result["main_process"] = main
     return result
@@ -191,15 +193,35 @@ def evaluate_saved(model_dir: str, data: str, output_dir: str | None, host, laye
     return {"metrics": metrics, "output_dir": str(out)}
 
 
-def predict_saved(model_dir: str, texts: list[str], input_path: str | None, host, layers=()):
-    """``sft predict``: yields one JSON-serialisable record per input, in input order."""
+def _read_fields(task, name: str, fields: dict[str, list[str]]) -> list[dict]:
+    """Examples from named inputs (``--question Q --context C``, repeatable), checked against the task."""
+    declared = tuple(getattr(task, "input_fields", ()))
+    for field in fields:
+        if field not in declared:
+            takes = ", ".join(f"--{f}" for f in declared) if declared else "no named inputs (give TEXT arguments)"
+            raise SFTError(f"no such option: --{field} (task {name!r} takes {takes})")
+    counts = {len(values) for values in fields.values()}
+    if len(counts) > 1:
+        raise SFTError("give each of " + ", ".join(f"--{f}" for f in fields) + " once per input (the counts differ)")
+    n = counts.pop()
+    return task.read_fields([{field: values[i] for field, values in fields.items()} for i in range(n)])
+
+
+def predict_saved(model_dir: str, texts: list[str], input_path: str | None, host, layers=(), fields=None):
+    """``sft predict``: yields one JSON-serialisable record per input, in input order.
+
+    ``fields`` holds named inputs ({name: [value per input]}) for tasks that declare ``input_fields``.
+    """
     from .batching import build_features
     from .evaluation import predict_features
 
     _quiet_libraries()
     _, config, task = load_saved(model_dir, host, list(layers))
     accelerator = make_accelerator(config)
-    examples = task.load("predict", input_path) if input_path else task.read_inputs(list(texts))
+    if fields:
+        examples = _read_fields(task, config.task, fields)
+    else:
+        examples = task.load("predict", input_path) if input_path else task.read_inputs(list(texts))
     if not examples:
         return []
     tokenizer, model = _load_model(task, model_dir)

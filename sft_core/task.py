@@ -17,6 +17,10 @@ class Task(Protocol):
     main_metric: str
     #: File written next to ``eval_results.json`` by ``write_predictions``.
     predictions_file: str
+    # Optional: ``extra_prediction_files`` (tuple of names), more files ``write_predictions`` writes
+    # next to ``predictions_file`` (e.g. n-best lists); they travel with it (see ``prediction_files``).
+    # Optional: ``input_fields`` (tuple of names) and ``read_fields(records)``, for named inputs of
+    # ``sft predict --NAME VALUE`` (e.g. ``--question ... --context ...``).
 
     def load(self, split: str, path: str | None) -> list[dict]:
         """Read examples of ``split`` ("train", "eval" or "predict") from ``path`` (None: built-in sample)."""
@@ -62,3 +66,11 @@ class Task(Protocol):
 
     def read_inputs(self, texts: list[str]) -> list[dict]:
         """Examples for ``sft predict`` from command-line texts."""
+
+    # optional: def read_fields(self, records: list[dict[str, str]]) -> list[dict]
+    #     Examples for ``sft predict`` from named inputs, one record per input ({name: value}).
+
+
+def prediction_files(task) -> tuple[str, ...]:
+    """Names of the files ``task.write_predictions`` writes: its predictions file and any extras."""
+    return (task.predictions_file, *getattr(task, "extra_prediction_files", ()))

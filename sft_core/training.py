@@ -23,6 +23,7 @@ from .batching import feature_lengths, shard_train_batches, train_batches
 from .checkpoint import (TrainState, list_checkpoints, load_training_state, rotate_checkpoints,
                          save_checkpoint, set_rng_state, write_model_folder, replace_dir)
 from .evaluation import evaluate, rows, to_device
+from .task import prediction_files
 from .errors import ConfigError
 from .logger import MetricsLogger, progress_bar
 
@@ -114,9 +115,15 @@ def fit(run: Run) -> dict:
     bar = progress_bar(total_steps, state.global_step, enabled=main)
     run.hooks.sft_train_start(config=run.config, task=task, model=model, state=state)
 
-    def do_evaluate() -> bool:
-        """Evaluate, keep the best model; returns True when early stopping says stop."""
-        nonlocal best_metrics, last_metrics
+    final_is_best = False
+
+    def do_evaluate(final: bool = False) -> bool:
+        """Evaluate, keep the best model; returns True when early stopping says stop.
+
+        The final evaluation writes an improved model straight to ``model/`` rather than to
+        ``checkpoints/best`` and then copying it: one write of the weights instead of two.
+        """
+        nonlocal best_metrics, last_metrics, final_is_best
         metrics, predictions = evaluate(acc, task, model, run.eval_features, run.eval_examples, cfg.eval_batch_size)
         metrics["step"] = state.global_step
         last_metrics = metrics
@@ -130,7 +137,14 @@ def fit(run: Run) -> dict:
             state.best_metric, state.best_step = metrics[metric_name], state.global_step
             state.evals_without_improvement = 0
             best_metrics = metrics
-            if main:
+            final_is_best = final
+            if main and final:
+                write_model_folder(run.output_dir / "model", acc.unwrap_model(model), run.tokenizer, task, run.config)
+                for name in prediction_files(task):
+                    (run.output_dir / name).unlink(missing_ok=True)
+                task.write_predictions(run.output_dir / task.predictions_file, predictions, run.eval_examples)
+                shutil.rmtree(best_dir, ignore_errors=True)  # superseded
+            elif main:
                 write_model_folder(best_dir, acc.unwrap_model(model), run.tokenizer, task, run.config)
                 (best_dir / "eval_results.json").write_text(_json(metrics))
                 task.write_predictions(best_dir / task.predictions_file, predictions, run.eval_examples)
@@ -225,7 +239,7 @@ def fit(run: Run) -> dict:
                     do_checkpoint()
                     saved_at = state.global_step
         if has_eval and evaluated_at != state.global_step:
-            do_evaluate()
+            do_evaluate(final=True)
         if cfg.save_every != 0 and saved_at != state.global_step:
             do_checkpoint()
         status = "completed" if state.global_step >= total_steps else "stopped"
@@ -236,12 +250,14 @@ def fit(run: Run) -> dict:
     eval_metrics = None
     if main:
         final_dir = run.output_dir / "model"
-        if has_eval and best_metrics is not None and best_dir.is_dir():
+        if final_is_best:
+            eval_metrics = best_metrics  # already written by the final evaluation
+        elif has_eval and best_metrics is not None and best_dir.is_dir():
             # the best model becomes the run's model; its metrics are the run's results
             tmp = run.output_dir / ".tmp-model"
             if tmp.exists():
                 shutil.rmtree(tmp)
-            shutil.copytree(best_dir, tmp, ignore=shutil.ignore_patterns("eval_results.json", task.predictions_file))
+            shutil.copytree(best_dir, tmp, ignore=shutil.ignore_patterns("eval_results.json", *prediction_files(task)))
             replace_dir(tmp, final_dir)
             eval_metrics = best_metrics
         else:

@@ -357,3 +357,19 @@ def test_float_spelt_labels_are_one_class(tmp_path):
     task.setup(task.load("train", str(train)))
     assert task.labels == ["1", "5"]
     assert len(task.load("eval", str(dev))) == 2  # "5.0" in a TSV is the class 5 of the JSONL
+
+
+def test_max_train_samples_reads_the_first_rows_only(tmp_path):
+    from helpers import make_config
+    from sft_core.plugins import PluginHost
+    from sft_classification.task import ClassificationTask
+
+    for name, text in (("h.tsv", "sentence\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(10))),
+                       ("n.tsv", "".join(f"s{i}\t{i % 2}\n" for i in range(10))),
+                       ("j.jsonl", "".join(f'{{"text": "s{i}", "label": {i % 2}}}\n' for i in range(10)))):
+        path = tmp_path / name
+        path.write_text(text)
+        config = make_config(PluginHost(), **{"data.max_train_samples": 3, "data.columns": ["sentence", "label"]}
+                             if name == "n.tsv" else {"data.max_train_samples": 3})
+        examples = ClassificationTask(config).load("train", str(path))
+        assert [e["text"] for e in examples] == ["s0", "s1", "s2"], name

@@ -83,7 +83,9 @@ def test_defaults_without_any_layer(host):
     config = printed_config(host, "--task", "classification")
     assert config["model"] == "minilm"
     assert config["output_dir"] == "runs/classification"
-    assert config["trainer"]["lr"] == 5e-5 and config["trainer"]["scheduler"] == "linear"
+    # the engine's default is 5e-5; the task's own defaults layer sits on top of it
+    assert config["trainer"]["lr"] == 1e-4 and config["trainer"]["scheduler"] == "linear"
+    assert config["trainer"]["batch_size"] == 32
     assert config["classification"] == {"problem_type": "auto"}
 
 

@@ -6,6 +6,7 @@ Rows become examples ``{"text", "text_pair", "label"}``; every problem names the
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -18,8 +19,8 @@ LABEL_NAMES = ("label", "labels", "score", "gold_label")
 KNOWN = {*TEXT_NAMES, *(n for pair in PAIR_NAMES for n in pair), *LABEL_NAMES}
 
 
-def _records(path: Path, data) -> tuple[list[tuple[int, dict]], list[str]]:
-    """(line number, row dict) pairs and the column names."""
+def _records(path: Path, data, limit: int | None = None) -> tuple[list[tuple[int, dict]], list[str]]:
+    """(line number, row dict) pairs (the first ``limit`` only, when given) and the column names."""
     suffix = "".join(path.suffixes[-1:]).lower()
     with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: Excel writes a byte-order mark
         if suffix in (".jsonl", ".json"):
@@ -35,11 +36,15 @@ def _records(path: Path, data) -> tuple[list[tuple[int, dict]], list[str]]:
                     raise DataError(f"{path} line {n}: expected a JSON object, got {type(row).__name__}")
                 out.append((n, row))
                 names += [k for k in row if k not in names]
+                if limit and len(out) >= limit:
+                    break
             return out, names
         tsv = suffix == ".tsv" or (suffix != ".csv" and "\t" in f.readline())
         f.seek(0)
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(f)
-        lines = [(reader.line_num, row) for row in reader if row and any(c.strip() for c in row)]
+        rows_wanted = None if not limit else limit + 1  # one more for a header row
+        lines = list(itertools.islice(((reader.line_num, row) for row in reader if row and any(c.strip() for c in row)),
+                                      rows_wanted))
     if not lines:
         return [], []
     first = [c.strip() for c in lines[0][1]]
@@ -52,6 +57,8 @@ def _records(path: Path, data) -> tuple[list[tuple[int, dict]], list[str]]:
         names = [str(i) for i in range(len(first))]
         if len(first) == 1:
             names = ["text"]
+    if limit:
+        lines = lines[:limit]
     rows = []
     for n, values in lines:
         if len(values) != len(names):
@@ -82,11 +89,11 @@ def _pick(names: list[str], wanted: str | None, candidates, what: str, key: str,
     return None
 
 
-def read_examples(path: str | Path, data, need_labels: bool) -> list[dict]:
+def read_examples(path: str | Path, data, need_labels: bool, limit: int | None = None) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    rows, names = _records(path, data)
+    rows, names = _records(path, data, limit)
     if not rows:
         raise DataError(f"{path}: the file holds no examples")
     text_col, pair_col = data.text_column, data.text_pair_column

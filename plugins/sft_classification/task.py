@@ -39,7 +39,8 @@ class ClassificationTask:
     def load(self, split: str, path: str | None) -> list[dict]:
         if path is None:
             path = SAMPLE / ("train.jsonl" if split == "train" else "eval.jsonl")
-        examples = read_examples(path, self.config.data, need_labels=split != "predict")
+        limit = {"train": self.config.data.max_train_samples, "eval": self.config.data.max_eval_samples}.get(split)
+        examples = read_examples(path, self.config.data, need_labels=split != "predict", limit=limit)
         if self.labels and split != "predict":
             known = set(self.labels)
             for example in examples:
