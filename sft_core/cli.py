@@ -74,15 +74,10 @@ def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from
     """Train and evaluate a task; KEY=VALUE pairs override config keys (e.g. trainer.lr=3e-5)."""
     host = _host(ctx)
     layers = _layers(configs, overrides)
-    options = {k: v for k, v in {"model": model, "data": {"train": train, "eval": eval_} if (train or eval_) else None,
-                                 "output_dir": output_dir}.items() if v is not None}
-    if options.get("data"):
-        options["data"] = {k: v for k, v in options["data"].items() if v is not None}
-    if task is None:
-        for _, layer in reversed(layers):
-            task = layer.get("task") or task
-            if task:
-                break
+    data = {k: v for k, v in {"train": train, "eval": eval_}.items() if v is not None}
+    options = {k: v for k, v in {"model": model, "output_dir": output_dir, "data": data}.items() if v}
+    # --task wins; otherwise the last config layer that names one
+    task = task or next((layer["task"] for _, layer in reversed(layers) if layer.get("task")), None)
     if not task:
         raise SFTError("no task given: use --task NAME or `task:` in a config file; known tasks: "
                        + (", ".join(sorted(host.tasks)) or "none"))

@@ -158,7 +158,7 @@ BAD_INPUT = {
     "empty_file": (["run", "--task", "classification", "--train", "empty.tsv"], ["empty.tsv", "no examples"]),
     "malformed_row": (["run", "--task", "classification", "--train", "malformed.tsv"],
                       ["malformed.tsv line 3", "3 fields, expected 2"]),
-    "unknown_task": (["run", "--task", "sentiment"], ["unknown task 'sentiment'", "known tasks: classification"]),
+    "unknown_task": (["run", "--task", "sentiment"], ["unknown task 'sentiment'", "known tasks: ", "classification"]),
     "model_not_found": (["run", "--task", "classification", "--model", "./no/such/dir"],
                         ["model folder not found", "no/such/dir"]),
     "invalid_value": (["run", "--task", "classification", "trainer.lr=abc"],
