@@ -1,0 +1,189 @@
+"""The NER task: words to IOB2 tags with a token-classification head, scored at the word level."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sft_core.errors import ConfigError, DataError, SFTError
+
+from .alignment import IGNORE, best_positions, encode
+from .decoding import IOB2Viterbi
+from .metrics import ner_metrics
+from .reader import read_examples, split_words
+from .schemes import entity_spans
+
+SAMPLE = Path(__file__).parent / "sample_data"
+
+
+def label_set(types: set[str]) -> list[str]:
+    """O, then B-X and I-X for every type X (both, even if training never shows an I-X)."""
+    return ["O"] + [f"{prefix}-{kind}" for kind in sorted(types) for prefix in ("B", "I")]
+
+
+def _types(examples: list[dict]) -> dict[str, tuple[int, int]]:
+    """Entity type -> (example index, line) of its first occurrence."""
+    found: dict[str, tuple[int, int]] = {}
+    for i, example in enumerate(examples):
+        for tag in example["tags"] or ():
+            if tag != "O" and tag[2:] not in found:
+                found[tag[2:]] = (i, example["line"])
+    return found
+
+
+class NERTask:
+    predictions_file = "predictions.jsonl"
+    main_metric = "f1"
+
+    def __init__(self, config):
+        self.config = config
+        self.options = config.options
+        self.labels: list[str] = []  # id -> IOB2 tag
+        self.tokenizer = None
+        self._unchecked: list[tuple[str, list[dict]]] = []  # eval data read before the label set was known
+
+    # --- data ---------------------------------------------------------------------------------
+    def load(self, split: str, path: str | None) -> list[dict]:
+        if path is None:
+            path = SAMPLE / ("train.conll" if split == "train" else "eval.conll")
+        limit = {"train": self.config.data.max_train_samples, "eval": self.config.data.max_eval_samples}.get(split)
+        examples = read_examples(path, self.config.data, split, limit)
+        if split == "eval":
+            if self.labels:
+                self._check_types(str(path), examples)
+            else:
+                self._unchecked.append((str(path), examples))
+        return examples
+
+    def _check_types(self, path: str, examples: list[dict]) -> None:
+        known = {label[2:] for label in self.labels if label != "O"}
+        for kind, (_, line) in _types(examples).items():
+            if kind not in known:
+                raise DataError(f"{path} line {line}: entity type {kind!r} never seen in training "
+                                f"(known types: {', '.join(sorted(known)) or 'none'})")
+
+    def _check_pending(self) -> None:
+        pending, self._unchecked = self._unchecked, []
+        for path, examples in pending:
+            self._check_types(path, examples)
+
+    def setup(self, train_examples: list[dict]) -> None:
+        types = set(_types(train_examples))
+        if not types:
+            raise DataError("the training data holds no entities (every tag is O); is data.tag_column right?")
+        self.labels = label_set(types)
+        self._check_pending()
+
+    def state_dict(self) -> dict:
+        return {"labels": self.labels}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.labels = list(state.get("labels", []))
+        self._check_pending()
+
+    # --- model --------------------------------------------------------------------------------
+    def load_tokenizer(self, name_or_path: str):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        if not getattr(tokenizer, "is_fast", False):
+            raise SFTError(f"{name_or_path}: NER needs a fast (Rust-backed) tokenizer for word alignment "
+                           "(word_ids); this model has only a Python one")
+        try:
+            tokenizer([["a"]], is_split_into_words=True)
+        except (AssertionError, ValueError, TypeError):  # byte-level BPE (RoBERTa, GPT-2) wants this for words
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, add_prefix_space=True)
+        budget = self.config.trainer.max_length - tokenizer.num_special_tokens_to_add(pair=False)
+        if budget < 2:
+            raise ConfigError(f"trainer.max_length={self.config.trainer.max_length} leaves no room for words")
+        self.tokenizer = tokenizer
+        return tokenizer
+
+    def build_model(self, name_or_path: str):
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification.from_pretrained(
+            name_or_path, num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
+            label2id={label: i for i, label in enumerate(self.labels)})
+
+    # --- features and batches -----------------------------------------------------------------
+    def preprocess(self, examples: dict[str, list]) -> dict[str, list]:
+        tags = examples["tags"] if all(t is not None for t in examples["tags"]) else None
+        columns, owners = encode(
+            self.tokenizer, examples["tokens"], tags, {label: i for i, label in enumerate(self.labels)},
+            self.config.trainer.max_length, self.options.stride, self.options.label_all_tokens)
+        columns["example_id"] = [examples["example_id"][i] for i in owners]
+        return columns
+
+    def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(f["input_ids"]) for f in features)
+        pad = self.tokenizer.pad_token_id or 0
+        batch = {
+            "input_ids": torch.tensor([f["input_ids"] + [pad] * (longest - len(f["input_ids"])) for f in features]),
+            "attention_mask": torch.tensor([[1] * len(f["input_ids"]) + [0] * (longest - len(f["input_ids"]))
+                                            for f in features]),
+        }
+        if "token_type_ids" in self.tokenizer.model_input_names:
+            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        if features[0].get("labels") is not None:
+            batch["labels"] = torch.tensor([f["labels"] + [IGNORE] * (longest - len(f["labels"])) for f in features])
+        return batch
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def predict_step(self, model, batch) -> dict[str, torch.Tensor]:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs).logits.float()
+        if self.options.constrained_decoding:  # Viterbi needs every label's score, per token
+            return {"log_probs": logits.log_softmax(-1)}
+        score, pred = logits.softmax(-1).max(-1)
+        return {"pred": pred, "score": score}
+
+    def postprocess(self, outputs: list[dict], features, examples: list[dict]) -> list[dict]:
+        """Per word: the IOB2 tag and its probability, read from the best window of each word."""
+        chosen = best_positions(list(features["first_of_word"]), list(features["example_id"]),
+                                [len(e["tokens"]) for e in examples])
+        viterbi = IOB2Viterbi(self.labels) if self.options.constrained_decoding else None
+        predictions = []
+        for words in chosen:
+            if any(c is None for c in words):
+                raise RuntimeError("a word got no prediction; every word must be in a window")
+            if viterbi is None:
+                ids = [outputs[f]["pred"][p] for f, p in words]
+                scores = [outputs[f]["score"][p] for f, p in words]
+            else:
+                log_probs = np.array([outputs[f]["log_probs"][p] for f, p in words], dtype=np.float64).reshape(
+                    len(words), len(self.labels))
+                ids = viterbi.decode(log_probs)
+                scores = [float(np.exp(log_probs[i, k])) for i, k in enumerate(ids)]
+            predictions.append({"tags": [self.labels[i] for i in ids], "scores": scores})
+        return predictions
+
+    def compute_metrics(self, predictions: list[dict], examples: list[dict]) -> dict[str, float]:
+        return ner_metrics([e["tags"] for e in examples], [p["tags"] for p in predictions])
+
+    def write_predictions(self, path: Path, predictions: list[dict], examples: list[dict]) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for prediction, example in zip(predictions, examples):
+                record = {"tokens": example["tokens"], "gold_tags": example["tags"], "pred_tags": prediction["tags"]}
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def read_inputs(self, texts: list[str]) -> list[dict]:
+        examples = []
+        for n, text in enumerate(texts, 1):
+            words, offsets = split_words(text)
+            examples.append({"tokens": words, "tags": None, "text": text, "offsets": offsets, "line": n})
+        return examples
+
+    def format_prediction(self, prediction: dict, example: dict) -> dict:
+        if example.get("text") is None:  # pre-tokenized input: tags per word
+            return {"tokens": example["tokens"], "tags": prediction["tags"]}
+        text, offsets, scores = example["text"], example["offsets"], prediction["scores"]
+        entities = []
+        for kind, first, end in entity_spans(prediction["tags"]):
+            start, stop = offsets[first][0], offsets[end - 1][1]
+            entities.append({"type": kind, "text": text[start:stop], "start": start, "end": stop,
+                             "score": round(sum(scores[first:end]) / (end - first), 6)})
+        return {"text": text, "entities": entities}
