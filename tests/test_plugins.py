@@ -78,16 +78,16 @@ def test_sft_tasks_lists_classification_with_distribution():
     result = invoke(PluginHost(), "tasks")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith("classification  Sentence and sentence-pair classification")
-    assert lines[0].endswith("[sft-core]")
+    line = next(line for line in lines if line.startswith("classification "))
+    assert line.startswith("classification  Sentence and sentence-pair classification")
+    assert all(line.endswith("[sft-core]") for line in lines)  # every built-in task
     assert result.stderr == ""
 
 
 def test_sft_plugins_lists_hooks_and_version():
     result = invoke(PluginHost(), "plugins")
     assert result.exit_code == 0
-    assert result.stdout.strip() == f"classification  (sft-core {sft_core.__version__})  hooks: sft_register_tasks"
+    assert f"classification  (sft-core {sft_core.__version__})  hooks: sft_register_tasks" in result.stdout.splitlines()
 
 
 def test_load_plugins_empty_loads_none(monkeypatch):
@@ -112,7 +112,7 @@ def test_disable_plugins_removes_one(monkeypatch):
     host = PluginHost()
     assert "classification" not in host.tasks
     assert all(p.name != "classification" for p in host.plugins)
-    assert invoke(host, "tasks").stdout.startswith("no tasks registered")
+    assert not any(line.startswith("classification") for line in invoke(host, "tasks").stdout.splitlines())
 
 
 # --- duplicates ------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def test_duplicate_through_entry_points_is_a_one_line_error(monkeypatch, tmp_pat
     assert "\n" not in err
     # switching one off, as the message suggests, resolves it
     monkeypatch.setenv("SFT_DISABLE_PLUGINS", "rival")
-    assert list(PluginHost().tasks) == ["classification"]
+    assert PluginHost().get_task("classification").provider == "classification"
 
 
 # --- broken plugins --------------------------------------------------------------------------
@@ -171,7 +171,8 @@ def test_failing_registration_is_recorded_and_others_work():
     assert host.get_task("classification").distribution == "sft-core"
     result = invoke(host, "tasks")
     assert result.exit_code == 0
-    assert [line.split()[0] for line in result.stdout.splitlines()] == ["classification", "good"]
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert "classification" in names and "good" in names and "half" not in names
     assert "warning: plugin 'sft_broken'" in result.stderr and "boom" in result.stderr
     result = invoke(host, "run", "--task", "classification", "--print-config")
     assert result.exit_code == 0 and "task: classification" in result.stdout
