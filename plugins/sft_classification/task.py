@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from sft_core.collate import pad_inputs
 from sft_core.errors import DataError
 
 from .metrics import classification_metrics, regression_metrics
@@ -108,12 +109,7 @@ class ClassificationTask:
         return out
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        longest = max(len(f["input_ids"]) for f in features)
-        pad = self.tokenizer.pad_token_id or 0
-        batch = {}
-        for key, fill in (("input_ids", pad), ("attention_mask", 0), ("token_type_ids", 0)):
-            if key in features[0]:
-                batch[key] = torch.tensor([f[key] + [fill] * (longest - len(f[key])) for f in features])
+        batch = pad_inputs(features, self.tokenizer.pad_token_id)
         if features[0].get("labels") is not None:
             dtype = torch.float if self.regression else torch.long
             batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=dtype)
