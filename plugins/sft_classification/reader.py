@@ -1,6 +1,8 @@
 """Reading classification data: CSV, TSV (GLUE layout: no quoting, header or not) and JSONL.
 
 Rows become examples ``{"text", "text_pair", "label"}``; every problem names the file and line.
+``data.train_rows`` / ``data.eval_rows`` pick rows of the training / evaluation file, so one labelled
+file (e.g. a GLUE dev set with no training set offline) can be split into disjoint parts.
 """
 
 from __future__ import annotations
@@ -8,9 +10,12 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import random
 from pathlib import Path
 
 from sft_core.errors import DataError
+
+from .options import parse_rows
 
 TEXT_NAMES = ("sentence", "text", "content", "review", "document")
 PAIR_NAMES = (("sentence1", "sentence2"), ("question", "sentence"), ("premise", "hypothesis"),
@@ -89,11 +94,44 @@ def _pick(names: list[str], wanted: str | None, candidates, what: str, key: str,
     return None
 
 
-def read_examples(path: str | Path, data, need_labels: bool, limit: int | None = None) -> list[dict]:
+def _row_spec(path: Path, data, split: str | None) -> tuple[str, str] | None:
+    """(ranges, config key) when ``path`` is read as the file that data.train_rows / data.eval_rows belong to."""
+    if split not in ("train", "eval"):
+        return None
+    spec, named = getattr(data, f"{split}_rows", None), getattr(data, split, None)
+    if spec is None or named is None or Path(named).resolve() != path.resolve():
+        return None  # e.g. `sft eval` of a saved model on another file: its row ranges do not apply
+    return spec, f"data.{split}_rows"
+
+
+def select_rows(rows: list, spec: str, key: str, seed: int | None, path: Path) -> list:
+    """The rows at the positions ``spec`` names, after a shuffle with ``seed`` when one is given."""
+    order = list(range(len(rows)))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    chosen: list = []
+    seen: set[int] = set()
+    for first, last in parse_rows(spec, key):
+        end = len(rows) - 1 if last is None else last
+        if first >= len(rows) or end >= len(rows):
+            raise DataError(f"{key}={spec}: {path} has {len(rows)} data rows (0-{len(rows) - 1})")
+        for position in range(first, end + 1):
+            if position not in seen:
+                seen.add(position)
+                chosen.append(rows[order[position]])
+    return chosen
+
+
+def read_examples(path: str | Path, data, need_labels: bool, limit: int | None = None,
+                  split: str | None = None) -> list[dict]:
+    """Examples of ``path``; ``split`` ("train", "eval") applies that split's row ranges, if any."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
-    rows, names = _records(path, data, limit)
+    selection = _row_spec(path, data, split)
+    rows, names = _records(path, data, None if selection else limit)
+    if selection and rows:
+        rows = select_rows(rows, *selection, getattr(data, "rows_seed", None), path)[:limit or None]
     if not rows:
         raise DataError(f"{path}: the file holds no examples")
     text_col, pair_col = data.text_column, data.text_pair_column

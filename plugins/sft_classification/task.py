@@ -41,7 +41,7 @@ class ClassificationTask:
         if path is None:
             path = SAMPLE / ("train.jsonl" if split == "train" else "eval.jsonl")
         limit = {"train": self.config.data.max_train_samples, "eval": self.config.data.max_eval_samples}.get(split)
-        examples = read_examples(path, self.config.data, need_labels=split != "predict", limit=limit)
+        examples = read_examples(path, self.config.data, need_labels=split != "predict", limit=limit, split=split)
         if self.labels and split != "predict":
             known = set(self.labels)
             for example in examples:
