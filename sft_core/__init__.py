@@ -1,17 +1,23 @@
 """sft: supervised fine-tuning of pretrained transformers; one training loop, tasks as plugins.
 
-The public plugin API. Importing it imports no torch.
+The public plugin API, contract version ``CONTRACT_VERSION`` (CONTRIBUTING.md, "The plugin
+contract", documents it): ``hookimpl`` marks hook implementations, ``sft_register_tasks`` receives
+a ``Register`` callback, a task's factory returns a ``Task``, task config sections are dataclasses
+(``DataConfig`` subclasses for ``data.*`` keys) and the factory receives the resolved ``RunConfig``.
+Errors a user can fix are ``SFTError``s (``DataError``, ``ConfigError``): printed as one line.
+The conformance kit for plugin test suites is ``sft_core.testing``. Importing this imports no torch.
 """
 
 import pluggy
 
 from .config import DataConfig, RunConfig, TrainerConfig
-from .errors import SFTError
-from .task import Task
+from .errors import ConfigError, DataError, SFTError
+from .task import CONTRACT_VERSION, Register, Task
 
 __version__ = "0.1.0"
 
 #: Marks a function of a plugin module as the implementation of an ``sft_*`` hook.
 hookimpl = pluggy.HookimplMarker("sft")
 
-__all__ = ["hookimpl", "Task", "DataConfig", "TrainerConfig", "RunConfig", "SFTError", "__version__"]
+__all__ = ["hookimpl", "Register", "Task", "DataConfig", "TrainerConfig", "RunConfig", "SFTError", "DataError",
+           "ConfigError", "CONTRACT_VERSION", "__version__"]

@@ -176,13 +176,17 @@ def tasks(ctx):
 @click.pass_context
 def plugins(ctx):
     """List the loaded plugins with their versions and hooks, and those that failed."""
+    from . import CONTRACT_VERSION, __version__
+
     host = ctx.find_root().obj
+    click.echo(f"sft-core {__version__}, plugin contract {CONTRACT_VERSION}")
     for info in host.plugins:
         where = f"{info.distribution} {info.version}" if info.distribution else info.module
         if info.error:
             click.echo(f"{info.name}  ({where})  FAILED: {info.error}")
         else:
-            click.echo(f"{info.name}  ({where})  hooks: {', '.join(info.hooks) or '-'}")
+            contract = f"  contract {info.contract}" if info.contract else ""
+            click.echo(f"{info.name}  ({where})  hooks: {', '.join(info.hooks) or '-'}{contract}")
 
 
 def main(argv=None) -> None:
@@ -191,7 +195,7 @@ def main(argv=None) -> None:
     except SFTError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    host.hook.sft_register_commands(cli=cli)
+    host.register_commands(cli)
     cli.main(args=argv, obj=host, prog_name="sft")
 
 

@@ -1,8 +1,9 @@
 """The plugin manager: loads the ``sft`` entry-point group and collects the registered tasks.
 
 Built-in tasks arrive through the same entry points as third-party ones. A plugin that fails to
-import or to register is recorded (``sft plugins`` shows it, other commands warn) and every other
-plugin keeps working; two plugins registering one task name is an error naming both.
+import, targets an incompatible plugin contract, implements an unknown hook or raises while
+registering is recorded and switched off (``sft plugins`` shows it, other commands warn) and every
+other plugin keeps working; two plugins registering one task name is an error naming both.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any, Callable
 
 import pluggy
 
-from . import hookspecs
+from . import __version__, hookspecs
+from .config import DataConfig
 from .errors import SFTError
+from .task import CONTRACT_VERSION
 
 ENTRY_POINT_GROUP = "sft"
 PROJECT_NAME = "sft"
@@ -43,12 +46,47 @@ class TaskSpec:
 
 @dataclass
 class PluginInfo:
+    """One plugin as ``sft plugins`` shows it; ``error`` is set when it was switched off."""
+
     name: str
     module: str
     distribution: str | None = None
     version: str | None = None
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
+    contract: str | None = None  # the SFT_CONTRACT it declares, if any
+
+
+class DuplicateTaskError(SFTError):
+    """Two plugins register one task name: fatal, since either choice would be a silent guess."""
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _parse_version(value: object) -> tuple[int, int] | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, 0
+    if isinstance(value, str):
+        major, _, minor = value.strip().partition(".")
+        if major.isdigit() and (minor.isdigit() or not minor):
+            return int(major), int(minor or 0)
+    return None
+
+
+def contract_problem(declared: object) -> str | None:
+    """Why a plugin declaring ``SFT_CONTRACT = declared`` cannot load here, or None when it can."""
+    wanted, provided = _parse_version(declared), _parse_version(CONTRACT_VERSION)
+    if wanted is None:
+        return f'SFT_CONTRACT = {declared!r} is not a contract version (expected "MAJOR.MINOR", e.g. "{CONTRACT_VERSION}")'
+    if wanted[0] == provided[0] and wanted[1] <= provided[1]:
+        return None
+    return (f"targets plugin contract {wanted[0]}.{wanted[1]}, but sft-core {__version__} provides contract "
+            f"{CONTRACT_VERSION}; install a release of the plugin made for contract {provided[0]}.x"
+            f"{' or a newer sft-core' if wanted > provided else ''}")
 
 
 def _env_names(var: str) -> set[str] | None:
@@ -68,8 +106,9 @@ class PluginHost:
         self.tasks: dict[str, TaskSpec] = {}
         self._load_entry_points()
         for plugin in extra_plugins:
-            self.pm.register(plugin)
-            self.plugins.append(PluginInfo(name=self.pm.get_name(plugin), module=getattr(plugin, "__name__", type(plugin).__name__)))
+            info = PluginInfo(name=self.pm.get_canonical_name(plugin), module=getattr(plugin, "__name__", type(plugin).__name__))
+            self.plugins.append(info)
+            self._add(info, plugin)
         self._check_hook_names()
         self._collect_tasks()
         for info in self.plugins:
@@ -103,9 +142,33 @@ class PluginHost:
             self.plugins.append(info)
             try:
                 module = ep.load()
-                self.pm.register(module, name=ep.name)
-            except Exception as exc:  # a broken plugin must not take the others down
-                info.error = f"{type(exc).__name__}: {exc}"
+            except (Exception, SystemExit) as exc:  # a broken plugin must not take the others down
+                info.error = _reason(exc)
+                continue
+            self._add(info, module)
+
+    def _add(self, info: PluginInfo, plugin: object) -> None:
+        """Register ``plugin`` with pluggy unless it targets a plugin contract this sft lacks."""
+        declared = getattr(plugin, "SFT_CONTRACT", None)
+        if declared is not None:
+            info.contract = str(declared)
+            problem = contract_problem(declared)
+            if problem:
+                info.error = problem
+                return
+        try:
+            self.pm.register(plugin, name=info.name)
+        except Exception as exc:  # e.g. a hook implementation with the wrong arguments
+            info.error = _reason(exc)
+
+    def _fail(self, info: PluginInfo, reason: str) -> None:
+        """Switch a plugin off: record why, withdraw its tasks, and call none of its hooks again."""
+        info.error = reason
+        for name in [n for n, spec in self.tasks.items() if spec.provider == info.name]:
+            del self.tasks[name]
+        plugin = self.pm.get_plugin(info.name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
 
     def _check_hook_names(self) -> None:
         """Unregister (and report) plugins implementing a hook that does not exist, e.g. a typo."""
@@ -114,9 +177,7 @@ class PluginHost:
                 self.pm.check_pending()
                 return
             except pluggy.PluginValidationError as exc:
-                name = self.pm.get_name(exc.plugin)
-                self.pm.unregister(exc.plugin)
-                self._info(name).error = f"unknown hook: {exc}"
+                self._fail(self._info(self.pm.get_name(exc.plugin)), f"unknown hook: {exc}")
 
     def _info(self, name: str) -> PluginInfo:
         for info in self.plugins:
@@ -129,35 +190,46 @@ class PluginHost:
     def _collect_tasks(self) -> None:
         for impl in reversed(self.pm.hook.sft_register_tasks.get_hookimpls()):
             info = self._info(impl.plugin_name)
-            added: list[str] = []
 
-            def register(name, factory, *, config=None, data_config=None, summary="", defaults=None):
+            def register(name, factory, *, config=None, data_config=None, summary="", defaults=None) -> None:
                 if name in self.tasks:
                     other = self.tasks[name]
-                    raise SFTError(
+                    raise DuplicateTaskError(
                         f"task {name!r} is registered twice: by plugin {other.provider!r}"
                         f" ({other.distribution or 'no distribution'}) and by plugin {info.name!r}"
                         f" ({info.distribution or 'no distribution'}); uninstall one or disable it"
                         " with SFT_DISABLE_PLUGINS"
                     )
+                if not isinstance(name, str) or not name or not callable(factory):
+                    raise TypeError(f"register(name, factory) needs a task name and a callable, got {name!r}, {factory!r}")
                 for cls, what in ((config, "config"), (data_config, "data_config")):
                     if cls is not None and not dataclasses.is_dataclass(cls):
                         raise TypeError(f"{what} of task {name!r} must be a dataclass, got {cls!r}")
+                if data_config is not None and not issubclass(data_config, DataConfig):
+                    raise TypeError(f"data_config of task {name!r} must subclass sft_core.DataConfig, got {data_config!r}")
                 self.tasks[name] = TaskSpec(
                     name=name, factory=factory, summary=summary, config=config,
                     data_config=data_config, defaults=dict(defaults or {}),
                     provider=info.name, distribution=info.distribution,
                 )
-                added.append(name)
 
             try:
                 impl.function(register=register)
-            except SFTError:
+            except DuplicateTaskError:
                 raise
-            except Exception as exc:
-                for name in added:
-                    self.tasks.pop(name, None)
-                info.error = f"registration failed: {type(exc).__name__}: {exc}"
+            except (Exception, SystemExit) as exc:
+                self._fail(info, f"registration failed: {_reason(exc)}")
+
+    def register_commands(self, cli) -> None:
+        """Let plugins add subcommands; one that raises is switched off and its commands removed."""
+        for impl in reversed(self.pm.hook.sft_register_commands.get_hookimpls()):
+            before = set(cli.commands)
+            try:
+                impl.function(cli=cli)
+            except (Exception, SystemExit) as exc:
+                for name in set(cli.commands) - before:
+                    del cli.commands[name]
+                self._fail(self._info(impl.plugin_name), f"command registration failed: {_reason(exc)}")
 
     def get_task(self, name: str) -> TaskSpec:
         if name not in self.tasks:

@@ -1,18 +1,49 @@
-"""The Task protocol: everything that differs between tasks, behind one small interface.
+"""The plugin contract: the Task protocol, the registration callback and the contract version.
 
 The engine trains every task the same way (``model(**batch).loss``); tasks differ in how data is
 read and turned into features, which model head is built, and how raw outputs become predictions
 and metrics. A task object lives for one run and is built by the factory given to ``register``.
+CONTRIBUTING.md ("The plugin contract") describes all of it in one place.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+
+#: Version of the plugin contract this sft provides, "MAJOR.MINOR". A plugin declares the version it
+#: targets with a module attribute ``SFT_CONTRACT = "1.0"`` in its entry-point module; it loads when
+#: the major versions are equal and its minor version is not newer than this one.
+CONTRACT_VERSION = "1.0"
+
+
+class Register(Protocol):
+    """The callback ``sft_register_tasks(register)`` receives; one call registers one task."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[[Any], Task],
+        *,
+        config: type | None = None,
+        data_config: type | None = None,
+        summary: str = "",
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Register task ``name``.
+
+        ``factory(run_config)`` builds the Task for one run (import torch inside it, not at module
+        level); ``config`` is a dataclass for the task's own section (``name`` with ``-`` as ``_``),
+        ``data_config`` a ``DataConfig`` subclass adding ``data.*`` keys, ``defaults`` a nested dict
+        of default values (e.g. ``{"trainer": {"lr": 1e-4}}``), ``summary`` one line for ``sft tasks``.
+        A name registered twice is an error naming both plugins.
+        """
 
 
 @runtime_checkable
 class Task(Protocol):
+    """What a task plugin's factory returns: one object per run, for everything that varies by task."""
+
     #: Metric used for best-model selection unless ``trainer.metric_for_best`` says otherwise.
     main_metric: str
     #: File written next to ``eval_results.json`` by ``write_predictions``.
@@ -69,6 +100,9 @@ class Task(Protocol):
 
     # optional: def read_fields(self, records: list[dict[str, str]]) -> list[dict]
     #     Examples for ``sft predict`` from named inputs, one record per input ({name: value}).
+    # optional: def gold_predictions(self, examples: list[dict]) -> list[Any]
+    #     One prediction per example from its gold annotation, in the form ``postprocess`` returns;
+    #     the conformance kit (``sft_core.testing``) checks that they score perfectly.
 
 
 def prediction_files(task) -> tuple[str, ...]:
