@@ -140,6 +140,12 @@ class ClassificationTask:
         return classification_metrics([index[p["label"]] for p in predictions],
                                       [index[_label_key(e["label"])] for e in examples], len(self.labels))
 
+    def gold_predictions(self, examples: list[dict]) -> list[dict]:
+        """Each example's gold label as a prediction (what a perfect model predicts)."""
+        if self.regression:
+            return [{"label": float(e["label"]), "score": None} for e in examples]
+        return [{"label": _label_key(e["label"]), "score": 1.0} for e in examples]
+
     def write_predictions(self, path: Path, predictions: list[dict], examples: list[dict]) -> None:
         with open(path, "w", encoding="utf-8") as f:
             for prediction, example in zip(predictions, examples):

@@ -164,6 +164,10 @@ class NERTask:
     def compute_metrics(self, predictions: list[dict], examples: list[dict]) -> dict[str, float]:
         return ner_metrics([e["tags"] for e in examples], [p["tags"] for p in predictions])
 
+    def gold_predictions(self, examples: list[dict]) -> list[dict]:
+        """Each sentence's gold tags as a prediction (what a perfect model predicts)."""
+        return [{"tags": list(e["tags"]), "scores": [1.0] * len(e["tags"])} for e in examples]
+
     def write_predictions(self, path: Path, predictions: list[dict], examples: list[dict]) -> None:
         with open(path, "w", encoding="utf-8") as f:
             for prediction, example in zip(predictions, examples):

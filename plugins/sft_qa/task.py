@@ -230,6 +230,17 @@ class QATask:
         return squad_scores([p["text"] for p in predictions], [e["answers"]["text"] for e in examples],
                             version="2.0" if self.version_2 else "1.1")
 
+    def gold_predictions(self, examples: list[dict]) -> list[dict]:
+        """Each question's first gold answer ("" when unanswerable) as a prediction."""
+        predictions = []
+        for example in examples:
+            answers = example["answers"]
+            text, start = (answers["text"][0], answers["answer_start"][0]) if answers["text"] else ("", None)
+            predictions.append({"id": example["id"], "text": text, "start": start,
+                                "end": None if start is None else start + len(text), "score": None,
+                                "probability": 1.0, "null_score_diff": None, "nbest": []})
+        return predictions
+
     def write_predictions(self, path: Path, predictions: list[dict], examples: list[dict]) -> None:
         """``predictions.json`` in the official format {id: answer}; n-best lists (and, for SQuAD
         2.0, the null-score differences the official script takes as --na-prob-file) next to it."""

@@ -1,0 +1,421 @@
+"""Conformance kit for task plugins: the standard checks of the plugin contract, with a tiny random model.
+
+Add it to a plugin's own test suite (the plugin installed, e.g. ``pip install -e .``)::
+
+    from sft_core.testing import TaskConformance
+
+    class TestMyTask(TaskConformance):
+        case = "my-task"                      # or Case("my-task", overrides={...}, tiny_model=...)
+
+or run it over several tasks with one parametrization::
+
+    @conformance_cases("classification", Case("translation", tiny_model=build_tiny_marian))
+    class TestTasks(TaskConformance):
+        pass
+
+Each check is one test: the entry-point module imports no torch; the task implements the Task
+protocol; its config round-trips through YAML; the loss is a scalar with a gradient; collated
+tensors agree in shape; there is one prediction per example; gold predictions score perfectly;
+and a model trained by the engine for a few steps saves, reloads and predicts the same.
+
+Data is the task's built-in sample unless ``Case.overrides`` names ``data.train``/``data.eval``.
+The model is a 2-layer, 32-wide BERT with a tokenizer trained on the sample's texts, built
+in-process; a task whose model is not an encoder (e.g. seq2seq) passes ``Case(tiny_model=...)``.
+Importing this module imports pytest but no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import pytest
+import yaml
+
+#: Modules the entry-point module of a plugin must not import (they make every ``sft`` call slow).
+HEAVY_MODULES = ("torch", "transformers")
+
+#: Builds a tiny model folder (weights and tokenizer) in ``folder`` for ``examples``; returns its path.
+TinyModelBuilder = Callable[[Path, list[dict]], "str | Path"]
+
+
+@dataclass
+class Case:
+    """One task to check, and how."""
+
+    task: str  # the registered task name
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # dotted config keys, e.g. {"trainer.max_length": 64}
+    tiny_model: TinyModelBuilder | None = None  # None: a tiny random BERT (see ``tiny_bert``)
+    steps: int = 3  # optimizer steps of the engine run whose model is saved and reloaded
+    max_eval_examples: int | None = 32
+    perfect: float | None = None  # main metric of gold predictions; None: 1.0 or 100.0
+
+
+def conformance_cases(*cases: str | Case) -> pytest.MarkDecorator:
+    """Parametrize a ``TaskConformance`` subclass over several tasks (one class-scoped case each)."""
+    resolved = [Case(c) if isinstance(c, str) else c for c in cases]
+    return pytest.mark.parametrize("conformance_case", resolved, ids=[c.task for c in resolved], scope="class")
+
+
+# --- tiny models ----------------------------------------------------------------------------
+
+def example_texts(examples: Iterable[Any]) -> list[str]:
+    """Every string inside ``examples`` (through dicts and lists): what a tokenizer should know."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(list(examples))
+    return found
+
+
+def tiny_bert(folder: Path, texts: Iterable[str], *, vocab_size: int = 500, hidden: int = 32, layers: int = 2) -> str:
+    """A random BERT encoder and a WordPiece tokenizer trained on ``texts``, saved as a Hugging Face folder.
+
+    Uncased with accents stripped, like the offline MiniLM; 512 positions, so a task's default
+    ``trainer.max_length`` fits.
+    """
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(list(texts), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                        sep_token="[SEP]", mask_token="[MASK]")
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512, pad_token_id=0)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+        torch.manual_seed(0)
+        model = BertModel(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+# --- what the checks share ------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    """A task set up on its sample data with an untrained tiny model, as a run would set it up."""
+
+    spec: Any
+    config: Any
+    task: Any
+    tokenizer: Any
+    model: Any
+    train_examples: list[dict]
+    eval_examples: list[dict]
+    train_features: Any
+    eval_features: Any
+
+
+def _host():
+    from .plugins import PluginHost
+
+    return PluginHost()
+
+
+def _spec(host, name: str):
+    if name not in host.tasks:
+        failed = "; ".join(f"{p.name}: {p.error}" for p in host.failed) or "none"
+        pytest.fail(f"task {name!r} is not registered (registered: {', '.join(sorted(host.tasks)) or 'none'}; "
+                    f"failed plugins: {failed}); is the plugin installed (pip install -e .)?", pytrace=False)
+    return host.tasks[name]
+
+
+def _config(spec, case: Case, model: str, output_dir: Path):
+    from .config import build_config
+
+    kit = {"model": model, "output_dir": str(output_dir), "trainer.max_steps": case.steps, "trainer.batch_size": 8,
+           "trainer.eval_batch_size": 16, "trainer.lr": 1e-3, "trainer.warmup_ratio": 0.0, "trainer.eval_every": 0,
+           "trainer.save_every": 0, "trainer.seed": 0,
+           "data.max_eval_samples": case.max_eval_examples}
+    return build_config(spec, [("conformance kit", kit), ("Case.overrides", dict(case.overrides))])
+
+
+def _limit(examples: list[dict], n: int | None) -> list[dict]:
+    return examples[:n] if n else examples
+
+
+def _perfect(value: float, expected: float | None) -> bool:
+    targets = (1.0, 100.0) if expected is None else (expected,)
+    return any(math.isclose(value, t, rel_tol=1e-6, abs_tol=1e-9) for t in targets)
+
+
+def _read_output(path: Path) -> Any:
+    """A predictions file as data (JSON, JSON lines) or text, for a comparison that tolerates float noise."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError:
+        return text
+
+
+def _same(a: Any, b: Any, where: str = "") -> str | None:
+    """Where ``a`` and ``b`` differ (floats compared to 1e-4 relative), or None when they agree."""
+    if isinstance(a, float) or isinstance(b, float):
+        ok = isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+        return None if ok else f"{where or 'value'}: {a!r} != {b!r}"
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return f"{where or 'record'}: keys {sorted(a)} != {sorted(b)}"
+        return next((d for k in a if (d := _same(a[k], b[k], f"{where}[{k!r}]"))), None)
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{where or 'list'}: {len(a)} items != {len(b)}"
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := _same(x, y, f"{where}[{i}]"))), None)
+    return None if a == b else f"{where or 'value'}: {a!r} != {b!r}"
+
+
+# --- the checks, as functions (the test class below runs each as one test) -----------------
+
+def build_tiny_model(case: Case, folder: Path) -> str:
+    """The tiny model folder for ``case``, built from the texts of its training and evaluation data."""
+    spec = _spec(_host(), case.task)
+    config = _config(spec, case, "unused", folder)
+    task = spec.factory(config)
+    examples = task.load("train", config.data.train) + _limit(task.load("eval", config.data.eval), case.max_eval_examples)
+    return str(case.tiny_model(folder, examples) if case.tiny_model else tiny_bert(folder, example_texts(examples)))
+
+
+def prepare(case: Case, model_dir: str, workdir: Path) -> Prepared:
+    """Set the task up on its data with the untrained model, as ``sft run`` does before training."""
+    from .batching import build_features
+
+    spec = _spec(_host(), case.task)
+    config = _config(spec, case, model_dir, workdir)
+    task = spec.factory(config)
+    train = task.load("train", config.data.train)
+    evaluation = _limit(task.load("eval", config.data.eval), case.max_eval_examples)
+    assert train and evaluation, f"task {case.task!r}: the training or evaluation data is empty"
+    task.setup(train)
+    tokenizer = task.load_tokenizer(model_dir)
+    model = task.build_model(model_dir)
+    return Prepared(spec, config, task, tokenizer, model, train, evaluation,
+                    build_features(task, config, tokenizer, train, "train"),
+                    build_features(task, config, tokenizer, evaluation, "eval"))
+
+
+def check_entry_point_imports_no_torch(case: Case) -> None:
+    """Loading the task's plugin alone (import and registration) imports none of ``HEAVY_MODULES``."""
+    spec = _spec(_host(), case.task)
+    if spec.distribution is None:
+        pytest.skip(f"task {spec.name!r} is registered in-process, not through an entry point")
+    code = ("import json, sys\nfrom sft_core.plugins import PluginHost\nhost = PluginHost()\n"
+            "print(json.dumps({'tasks': sorted(host.tasks), 'failed': [p.error for p in host.failed],"
+            f" 'heavy': sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)}}))")
+    env = {k: v for k, v in os.environ.items() if k != "SFT_DISABLE_PLUGINS"}
+    env["SFT_LOAD_PLUGINS"] = spec.provider
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert spec.name in report["tasks"], f"plugin {spec.provider!r} alone registers no {spec.name!r}: {report['failed']}"
+    assert report["heavy"] == [], (f"loading plugin {spec.provider!r} imports {', '.join(report['heavy'])}: "
+                                   "import it inside the task factory, not in the entry-point module")
+
+
+def check_task_implements_the_protocol(case: Case, workdir: Path) -> None:
+    from .task import Task
+
+    spec = _spec(_host(), case.task)
+    task = spec.factory(_config(spec, case, "unused", workdir))
+    members = [*Task.__annotations__, *(m for m, v in vars(Task).items() if callable(v) and not m.startswith("_"))]
+    missing = [m for m in members if not hasattr(task, m)]
+    assert not missing, f"task {spec.name!r} lacks {', '.join(missing)} of the Task protocol (sft_core.Task)"
+
+
+def check_config_round_trips_through_yaml(case: Case, workdir: Path) -> None:
+    from .config import build_config
+
+    spec = _spec(_host(), case.task)
+    config = _config(spec, case, "some/model", workdir)
+    text = config.to_yaml()
+    again = build_config(spec, [("config.yaml", yaml.safe_load(text))])
+    assert again == config, f"task {spec.name!r}: the config read back from its YAML differs:\n{text}"
+    assert again.to_yaml() == text
+    if spec.config is not None:
+        assert isinstance(again.options, spec.config) and spec.section in yaml.safe_load(text)
+
+
+def _batch(prepared: Prepared, features, n: int = 4) -> tuple[dict, int]:
+    from .evaluation import rows
+
+    indices = list(range(min(n, len(features))))
+    return prepared.task.collate(rows(features, indices)), len(indices)
+
+
+def check_loss_is_a_scalar_with_a_gradient(prepared: Prepared) -> None:
+    import torch
+
+    batch, _ = _batch(prepared, prepared.train_features)
+    model = prepared.model
+    model.train()
+    model.zero_grad(set_to_none=True)
+    loss = model(**batch).loss
+    assert isinstance(loss, torch.Tensor) and loss.dim() == 0, \
+        f"model(**collate(features)).loss is {loss!r}, not a scalar tensor (are the labels in the batch?)"
+    assert torch.isfinite(loss), f"the loss is {loss.item()}"
+    assert loss.requires_grad, "the loss has no gradient"
+    loss.backward()
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.parameters()), \
+        "the loss gives no parameter a non-zero gradient"
+
+
+def check_collate_shapes_agree(prepared: Prepared) -> None:
+    import torch
+
+    for split, features in (("train", prepared.train_features), ("eval", prepared.eval_features)):
+        batch, n = _batch(prepared, features)
+        tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        assert tensors, f"{split}: collate returned no tensors"
+        for key, value in tensors.items():
+            assert value.dim() >= 1 and value.shape[0] == n, \
+                f"{split}: batch[{key!r}] has shape {tuple(value.shape)}, expected {n} rows (one per feature)"
+        token_shapes = {k: tuple(tensors[k].shape) for k in ("input_ids", "attention_mask", "token_type_ids")
+                        if k in tensors}
+        assert len(set(token_shapes.values())) <= 1, f"{split}: token inputs differ in shape: {token_shapes}"
+
+
+def predict(prepared: Prepared) -> list:
+    """The untrained model's predictions for the evaluation examples, through the engine's loop."""
+    from .evaluation import predict_features
+    from .runner import make_accelerator
+
+    outputs = predict_features(make_accelerator(prepared.config), prepared.task, prepared.model,
+                               prepared.eval_features, prepared.config.trainer.eval_batch_size)
+    return prepared.task.postprocess(outputs, prepared.eval_features, prepared.eval_examples)
+
+
+def check_one_prediction_per_example(prepared: Prepared) -> None:
+    predictions = predict(prepared)
+    examples = prepared.eval_examples
+    assert len(predictions) == len(examples), f"{len(predictions)} predictions for {len(examples)} examples"
+    assert all(p is not None for p in predictions), "some examples got no prediction"
+    metrics = prepared.task.compute_metrics(predictions, examples)
+    assert prepared.task.main_metric in metrics, f"main_metric {prepared.task.main_metric!r} not in {sorted(metrics)}"
+    for prediction, example in zip(predictions, examples):
+        json.dumps(prepared.task.format_prediction(prediction, example))  # `sft predict` prints it
+
+
+def check_gold_predictions_score_perfectly(prepared: Prepared, case: Case) -> None:
+    task = prepared.task
+    if not hasattr(task, "gold_predictions"):
+        pytest.skip(f"task {case.task!r} has no gold_predictions(examples); add it to enable this check")
+    gold = task.gold_predictions(prepared.eval_examples)
+    assert len(gold) == len(prepared.eval_examples), f"{len(gold)} gold predictions for {len(prepared.eval_examples)} examples"
+    predicted = predict(prepared)
+    if isinstance(gold[0], dict) and isinstance(predicted[0], dict):
+        extra = set(gold[0]) - set(predicted[0])
+        assert not extra, f"gold predictions have keys postprocess never returns: {sorted(extra)}"
+    metrics = task.compute_metrics(gold, prepared.eval_examples)
+    value = metrics[task.main_metric]
+    assert _perfect(value, case.perfect), (
+        f"gold predictions score {task.main_metric}={value}, not a perfect "
+        f"{case.perfect if case.perfect is not None else '1.0 or 100.0'}: {metrics}")
+
+
+def run_engine(case: Case, model_dir: str, output_dir: Path) -> dict:
+    """A short ``sft run`` of the task (``case.steps`` steps, one evaluation at the end); its result."""
+    from . import runner
+
+    host = _host()
+    return runner.train(_config(_spec(host, case.task), case, model_dir, output_dir), host)
+
+
+def check_saved_model_reloads_and_predicts_the_same(output_dir: Path, result: dict, case: Case) -> None:
+    """``output_dir/model``, reloaded as ``sft eval`` does, gives the run's predictions files and metrics."""
+    from . import runner
+    from .task import prediction_files
+
+    assert result["train"]["train_steps"] == case.steps and result["eval"] is not None
+    saved = output_dir / "model"
+    _, saved_config, task = runner.load_saved(str(saved), _host(), [])
+    again = runner.evaluate_saved(str(saved), saved_config.data.eval, str(output_dir / "reloaded"), _host())
+    for name in prediction_files(task):
+        if (output_dir / name).is_file():
+            difference = _same(_read_output(output_dir / name), _read_output(output_dir / "reloaded" / name), name)
+            assert difference is None, f"the reloaded model predicts differently: {difference}"
+    metrics = {k: v for k, v in result["eval"].items() if not k.startswith("eval_") and k != "step"}
+    reloaded = {k: v for k, v in again["metrics"].items() if not k.startswith("eval_")}
+    assert _same(metrics, reloaded) is None, f"metrics of the run {metrics} != of the reloaded model {reloaded}"
+
+
+class TaskConformance:
+    """Inherit in a test class named ``Test...`` and set ``case``; pytest runs every check as a test."""
+
+    #: The task to check: its registered name or a ``Case``; or parametrize with ``conformance_cases``.
+    case: Case | str | None = None
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def conformance_case(cls, request) -> Case:
+        case = cls.case
+        if case is None:
+            pytest.fail(f"{cls.__name__}: set `case = \"task-name\"` (or a Case) on the class, "
+                        "or decorate it with conformance_cases(...)", pytrace=False)
+        return Case(case) if isinstance(case, str) else case
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def conformance_model(cls, conformance_case: Case, tmp_path_factory) -> str:
+        return build_tiny_model(conformance_case, tmp_path_factory.mktemp(f"tiny-{conformance_case.task}"))
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def prepared(cls, conformance_case: Case, conformance_model: str, tmp_path_factory) -> Prepared:
+        return prepare(conformance_case, conformance_model, tmp_path_factory.mktemp(f"{conformance_case.task}-prepared"))
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def engine_run(cls, conformance_case: Case, conformance_model: str, tmp_path_factory) -> tuple[Path, dict]:
+        out = tmp_path_factory.mktemp(f"{conformance_case.task}-run")
+        return out, run_engine(conformance_case, conformance_model, out)
+
+    def test_entry_point_imports_no_torch(self, conformance_case: Case) -> None:
+        check_entry_point_imports_no_torch(conformance_case)
+
+    def test_task_implements_the_protocol(self, conformance_case: Case, tmp_path: Path) -> None:
+        check_task_implements_the_protocol(conformance_case, tmp_path)
+
+    def test_config_round_trips_through_yaml(self, conformance_case: Case, tmp_path: Path) -> None:
+        check_config_round_trips_through_yaml(conformance_case, tmp_path)
+
+    def test_loss_is_a_scalar_with_a_gradient(self, prepared: Prepared) -> None:
+        check_loss_is_a_scalar_with_a_gradient(prepared)
+
+    def test_collate_shapes_agree(self, prepared: Prepared) -> None:
+        check_collate_shapes_agree(prepared)
+
+    def test_one_prediction_per_example(self, prepared: Prepared) -> None:
+        check_one_prediction_per_example(prepared)
+
+    def test_gold_predictions_score_perfectly(self, prepared: Prepared, conformance_case: Case) -> None:
+        check_gold_predictions_score_perfectly(prepared, conformance_case)
+
+    def test_saved_model_reloads_and_predicts_the_same(self, engine_run: tuple[Path, dict], conformance_case: Case) -> None:
+        check_saved_model_reloads_and_predicts_the_same(*engine_run, conformance_case)
