@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ import yaml
 from .errors import ConfigError
 
 TOP_LEVEL = ("task", "model", "output_dir")
+RECIPE_KEY = "bench"  # a benchmark recipe's metadata (reference, budget, quick block): read by `sft bench` only
+DATA_DIR_ENV = "SFT_DATA_DIR"  # what "{data_dir}" in a config file stands for
+DEFAULT_DATA_DIR = "../shared/data"
 
 
 @dataclass
@@ -98,7 +102,29 @@ class RunConfig:
 
 # --- reading the layers ---------------------------------------------------------------------
 
-def load_config_file(path: str | Path) -> dict:
+def load_config_file(path: str | Path, data_dir: str | None = None) -> dict:
+    """One config layer from a YAML file: without its ``bench`` section, ``{data_dir}`` replaced.
+
+    ``{data_dir}`` becomes ``data_dir``, else $SFT_DATA_DIR, else ``../shared/data``.
+    """
+    data = read_yaml_mapping(path)
+    data.pop(RECIPE_KEY, None)
+    return expand_data_dir(data, data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def expand_data_dir(value: Any, data_dir: str) -> Any:
+    """``value`` with every ``{data_dir}`` in its strings (at any depth) replaced by ``data_dir``."""
+    if isinstance(value, str):
+        return value.replace("{data_dir}", str(data_dir).rstrip("/") or "/")
+    if isinstance(value, dict):
+        return {k: expand_data_dir(v, data_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_data_dir(v, data_dir) for v in value]
+    return value
+
+
+def read_yaml_mapping(path: str | Path) -> dict:
+    """The YAML file at ``path`` as a dict (empty for an empty file), with clear errors."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
