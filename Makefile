@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-slow bench-trainer clean
+.PHONY: setup demo test test-slow bench bench-quick bench-trainer clean
 
 $(BIN)/.sft-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,18 @@ test: setup  ## the default test suite (tiny random models; a few minutes)
 test-slow: setup  ## integration tests on the real MiniLM and ../shared/data
 	$(BIN)/python -m pytest -m slow
 
-bench-trainer: setup  ## sft against the Hugging Face Trainer on SST-2 (needs ../shared/data)
-	$(BIN)/python benchmarks/compare_trainer.py
+# Benchmark data (read-only, not part of the repository) and the recipes or suite to run.
+DATA_DIR ?= ../shared/data
+BENCH ?= all
+
+bench: setup  ## every recipe of configs/ at its stated budget (about 2 h 15 min on 2 CPU cores; BENCH=glue for one suite)
+	$(BIN)/sft bench $(BENCH) --data-dir $(DATA_DIR) --output bench-results/full
+
+bench-quick: setup  ## the same recipes on small subsets: a smoke check of a few minutes
+	$(BIN)/sft bench $(BENCH) --data-dir $(DATA_DIR) --quick --output bench-results/quick
+
+bench-trainer: setup  ## sft against the Hugging Face Trainer, classification and NER (about 40 min on 2 CPU cores)
+	$(BIN)/python benchmarks/compare_trainer.py --task all --data-dir $(DATA_DIR) --output bench-results/compare_trainer.json
 
 clean:
 	rm -rf runs .pytest_cache

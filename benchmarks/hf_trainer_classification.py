@@ -60,6 +60,7 @@ def parse_args():
     p.add_argument("--model", default=default_model_path())
     p.add_argument("--data-dir", default=os.path.join(REPO_ROOT, "..", "shared", "data"))
     p.add_argument("--train-samples", type=int, default=4000, help="first N rows of train.tsv")
+    p.add_argument("--eval-samples", type=int, default=None, help="first N rows of dev.tsv (default: all)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch-size", type=int, default=32)
@@ -110,7 +111,7 @@ def main(args, output_dir):
     train_ds, eval_ds = (
         Dataset.from_dict(read_sst2(os.path.join(sst2_dir, name), limit))
         .map(tokenize, batched=True, remove_columns=["sentence"])
-        for name, limit in (("train.tsv", args.train_samples), ("dev.tsv", None))
+        for name, limit in (("train.tsv", args.train_samples), ("dev.tsv", args.eval_samples))
     )
     tokenization = time.perf_counter() - t0
 
@@ -146,6 +147,7 @@ def main(args, output_dir):
 
     return {
         "framework": "hf_trainer",
+        "task": "classification",
         "padding": args.padding,
         "train_samples": len(train_ds),
         "startup": round(startup, 3),

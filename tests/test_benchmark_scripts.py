@@ -1,0 +1,87 @@
+"""The Trainer comparison scripts: arguments, data checks, the NER helpers and a tiny NER Trainer run.
+
+The real comparisons take a quarter of an hour and more; they are run by hand, not here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+CONLL = ("-DOCSTART- -X- -X- O\n\n"
+         "EU NNP B-NP I-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP I-MISC\ncall NN I-NP O\n\n"
+         "Peter NNP B-NP I-PER\nBlackburn NNP I-NP I-PER\n\n"
+         "Paris NNP B-NP I-LOC\nLondon NNP I-NP B-LOC\nand CC O O\nBerlin NNP B-NP I-LOC")  # no final newline
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ner_script():
+    return load("hf_trainer_ner")
+
+
+@pytest.mark.parametrize("script", ["compare_trainer.py", "hf_trainer_classification.py", "hf_trainer_ner.py"])
+def test_help(script):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--train-samples" in done.stdout and "--eval-samples" in done.stdout
+
+
+def test_compare_arguments_and_missing_data(tmp_path):
+    compare = load("compare_trainer")
+    args = compare.parse_args(["--task", "all", "--epochs", "1"])
+    assert args.task == "all" and args.lr is None and args.batch_size is None  # the task defaults apply
+    assert (compare.WORKLOADS["ner"].lr, compare.WORKLOADS["ner"].batch_size) == (3e-4, 16)
+    assert (compare.WORKLOADS["classification"].lr, compare.WORKLOADS["classification"].batch_size) == (1e-4, 32)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trainer.py"), "--task", "ner", "--data-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and f"conll2003/eng.train not found under {tmp_path}" in done.stderr
+
+
+def test_read_conll_and_iob2(ner_script, tmp_path):
+    path = tmp_path / "eng.train"
+    path.write_text(CONLL)
+    sentences = ner_script.read_conll(path)
+    assert [words for words, _ in sentences] == [["EU", "rejects", "German", "call"], ["Peter", "Blackburn"],
+                                                ["Paris", "London", "and", "Berlin"]]
+    assert [len(s) for s in ner_script.read_conll(path, limit=2)] == [2, 2]
+    assert len(ner_script.read_conll(path, limit=2)) == 2
+    tags = [ner_script.iob1_to_iob2(t) for _, t in sentences]
+    assert tags == [["B-ORG", "O", "B-MISC", "O"], ["B-PER", "I-PER"], ["B-LOC", "B-LOC", "O", "B-LOC"]]
+
+
+def test_first_subword_labels_and_word_tags(ner_script):
+    label2id = {"O": 0, "B-PER": 1, "I-PER": 2}
+    # [CLS] Pe ##ter Black ##burn runs [SEP]
+    labels = ner_script.first_subword_labels([None, 0, 0, 1, 1, 2, None], ["B-PER", "I-PER", "O"], label2id)
+    assert labels == [-100, 1, -100, 2, -100, 0, -100]
+    predictions = np.array([[0, 1, 0, 1, 1, 0, 0]])
+    gold, pred = ner_script.word_tags(predictions, np.array([labels]), ["O", "B-PER", "I-PER"])
+    assert gold == [["B-PER", "I-PER", "O"]] and pred == [["B-PER", "B-PER", "O"]]
+
+
+@pytest.mark.parametrize("padding", ["dynamic", "max_length"])
+def test_tiny_ner_trainer_run(ner_script, tiny_model, tmp_path, padding):
+    (tmp_path / "conll2003").mkdir()
+    for name in ("eng.train", "eng.testa"):
+        (tmp_path / "conll2003" / name).write_text(CONLL)
+    args = ner_script.parse_args(["--model", tiny_model, "--data-dir", str(tmp_path), "--epochs", "1",
+                                  "--batch-size", "2", "--max-length", "16", "--padding", padding])
+    result = ner_script.main(args, str(tmp_path / "out"))
+    assert result["train_samples"] == 3 and result["eval_samples"] == 3
+    assert result["train_samples_per_second"] > 0 and result["eval_samples_per_second"] > 0
+    assert 0 <= result["f1"] <= 1
