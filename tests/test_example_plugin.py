@@ -1,0 +1,102 @@
+"""The example third-party plugin (tests/fixtures/sft-multiple-choice), installed with pip as a real
+distribution: sft finds it, trains and evaluates it, can switch it off, and it passes its own suite
+(the conformance kit). The package is uninstalled afterwards, leaving the environment as found."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "tests" / "fixtures" / "sft-multiple-choice"
+DISTRIBUTION = "sft-multiple-choice"
+SFT = Path(sys.executable).parent / "sft"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SFT_LOAD_PLUGINS", "SFT_DISABLE_PLUGINS")}
+    env.update(PIP_DISABLE_PIP_VERSION_CHECK="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"), **extra)
+    return env
+
+
+def _pip(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300, env=_env())
+    assert done.returncode == 0, f"pip {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    """A copy of the package, installed (pip, no build isolation) for this module and uninstalled after it."""
+    copy = tmp_path_factory.mktemp("example-plugin") / PACKAGE.name
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    try:
+        importlib.metadata.distribution(DISTRIBUTION)
+        preinstalled = True  # a developer's own install (e.g. pip install -e): use it, and keep it
+    except importlib.metadata.PackageNotFoundError:
+        preinstalled = False
+    if not preinstalled:
+        _pip("install", "-q", "--no-deps", "--no-build-isolation", str(copy))
+    yield copy
+    if not preinstalled:
+        _pip("uninstall", "-q", "-y", DISTRIBUTION)
+
+
+def sft(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SFT), *args], capture_output=True, text=True, timeout=300, env=_env(**env))
+
+
+def test_sft_tasks_lists_it_with_its_distribution(package):
+    done = sft("tasks")
+    assert done.returncode == 0, done.stderr
+    line = next((line for line in done.stdout.splitlines() if line.startswith("multiple-choice ")), None)
+    assert line is not None, done.stdout
+    assert line.endswith(f"[{DISTRIBUTION}]") and "Multiple choice" in line
+    assert "classification" in done.stdout and done.stderr == ""
+
+
+def test_sft_plugins_shows_its_version_and_contract(package):
+    done = sft("plugins")
+    assert done.returncode == 0, done.stderr
+    assert f"multiple-choice  ({DISTRIBUTION} 0.1.0)  hooks: sft_register_tasks  contract 1.0" in done.stdout.splitlines()
+
+
+def test_sft_run_trains_and_evaluates_it(package, tiny_model, tmp_path):
+    out = tmp_path / "run"
+    done = sft("run", "--task", "multiple-choice", "--model", tiny_model, "--output-dir", str(out),
+               "trainer.max_steps=4", "trainer.batch_size=8", "trainer.lr=1e-3", "trainer.save_every=0")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["train_steps"] == 4 and 0.0 <= summary["eval_accuracy"] <= 1.0
+    sample = [json.loads(line) for line in
+              (PACKAGE / "sft_multiple_choice" / "sample_data" / "eval.jsonl").read_text().splitlines()]
+    assert json.loads((out / "eval_results.json").read_text())["eval_samples"] == len(sample)
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in records] == [s["label"] for s in sample]
+    assert all(r["prediction"] in (0, 1) for r in records)
+    assert json.loads((out / "model" / "sft_task.json").read_text())["task"] == "multiple-choice"
+    assert "layout: auto" in (out / "config.yaml").read_text()  # the plugin's data.* key
+
+
+def test_disable_plugins_removes_it(package):
+    done = sft("tasks", SFT_DISABLE_PLUGINS="multiple-choice")
+    assert done.returncode == 0 and done.stderr == ""
+    names = [line.split()[0] for line in done.stdout.splitlines()]
+    assert "multiple-choice" not in names and "classification" in names
+    done = sft("run", "--task", "multiple-choice", "--print-config", SFT_DISABLE_PLUGINS="multiple-choice")
+    assert done.returncode == 2 and "unknown task 'multiple-choice'" in done.stderr
+
+
+def test_its_own_suite_passes_the_conformance_kit(package):
+    """What the plugin's author runs: `python -m pytest` in the package, against the installed plugin."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                          cwd=package, capture_output=True, text=True, timeout=600, env=_env())
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "12 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
