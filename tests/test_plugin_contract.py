@@ -1,0 +1,135 @@
+"""The plugin contract: declared contract versions, and plugins that fail without taking sft down."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import types
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import sft_core
+from sft_core import hookimpl
+from sft_core.cli import cli
+from sft_core.plugins import PluginHost, contract_problem
+
+
+@pytest.fixture(autouse=True)
+def _no_plugin_filters(monkeypatch):
+    monkeypatch.delenv("SFT_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("SFT_DISABLE_PLUGINS", raising=False)
+
+
+def plugin(name: str, contract=None, registers: tuple[str, ...] = ("t",), raises: BaseException | None = None,
+           **hooks) -> types.ModuleType:
+    """A plugin module registering ``registers`` (then raising ``raises``), declaring ``contract``."""
+    module = types.ModuleType(name)
+    if contract is not None:
+        module.SFT_CONTRACT = contract
+
+    def sft_register_tasks(register):
+        for task in registers:
+            register(f"{name}-{task}", lambda config: None, summary=task)
+        if raises is not None:
+            raise raises
+
+    module.sft_register_tasks = hookimpl(sft_register_tasks)
+    for hook_name, function in hooks.items():
+        setattr(module, hook_name, hookimpl(function))
+    return module
+
+
+def info(host: PluginHost, name: str):
+    return next(p for p in host.plugins if p.name == name)
+
+
+def test_contract_versions():
+    assert sft_core.CONTRACT_VERSION == "1.0"
+    assert contract_problem("1.0") is None and contract_problem(1) is None and contract_problem("1") is None
+    assert contract_problem("2.0") == ("targets plugin contract 2.0, but sft-core 0.1.0 provides contract 1.0; "
+                                       "install a release of the plugin made for contract 1.x or a newer sft-core")
+    assert "targets plugin contract 1.3" in contract_problem("1.3")  # needs features of a newer minor version
+    assert contract_problem(0) == ("targets plugin contract 0.0, but sft-core 0.1.0 provides contract 1.0; "
+                                   "install a release of the plugin made for contract 1.x")
+    assert contract_problem("one").startswith("SFT_CONTRACT = 'one' is not a contract version")
+
+
+def test_incompatible_contract_is_a_failed_plugin_and_others_work():
+    host = PluginHost(extra_plugins=(plugin("sft_future", contract="2.0"), plugin("sft_current", contract="1.0")))
+    assert "sft_future-t" not in host.tasks and host.pm.get_plugin("sft_future") is None
+    assert "sft_current-t" in host.tasks and "classification" in host.tasks
+    assert info(host, "sft_current").contract == "1.0" and info(host, "sft_current").error is None
+    result = CliRunner().invoke(cli, ["plugins"], obj=host)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "sft-core 0.1.0, plugin contract 1.0"
+    assert ("sft_future  (sft_future)  FAILED: targets plugin contract 2.0, but sft-core 0.1.0 provides contract 1.0; "
+            "install a release of the plugin made for contract 1.x or a newer sft-core") in lines
+    assert "sft_current  (sft_current)  hooks: sft_register_tasks  contract 1.0" in lines
+    result = CliRunner().invoke(cli, ["tasks"], obj=host)
+    assert result.exit_code == 0 and "warning: plugin 'sft_future' (sft_future) failed to load: targets plugin contract 2.0" in result.stderr
+
+
+@pytest.mark.parametrize("raises", [sft_core.SFTError("needs a licence key"), SystemExit(3), KeyError("x")])
+def test_any_error_in_registration_switches_only_that_plugin_off(raises):
+    hooks = {"sft_step_end": lambda config, state, loss, lr: None}
+    host = PluginHost(extra_plugins=(plugin("sft_bad", registers=("a",), raises=raises, **hooks), plugin("sft_good")))
+    assert info(host, "sft_bad").error.startswith(f"registration failed: {type(raises).__name__}")
+    assert "sft_bad-a" not in host.tasks and "sft_good-t" in host.tasks and "classification" in host.tasks
+    assert host.pm.get_plugin("sft_bad") is None  # none of its hooks run either
+    assert not any(impl.plugin_name == "sft_bad" for impl in host.hook.sft_step_end.get_hookimpls())
+
+
+def test_failing_command_registration_is_reported_and_withdrawn():
+    def sft_register_commands(cli):
+        cli.command("half")(lambda: None)
+        raise RuntimeError("no config file")
+
+    group = click.Group()
+    group.command("kept")(lambda: None)
+    host = PluginHost(extra_plugins=(plugin("sft_cmd", sft_register_commands=sft_register_commands),))
+    host.register_commands(group)
+    assert sorted(group.commands) == ["kept"]
+    assert info(host, "sft_cmd").error == "command registration failed: RuntimeError: no config file"
+    assert "sft_cmd-t" not in host.tasks and "classification" in host.tasks
+
+
+def test_data_config_must_subclass_data_config():
+    @dataclasses.dataclass
+    class Columns:
+        text: str = "text"
+
+    def sft_register_tasks(register):
+        register("odd", lambda config: None, data_config=Columns)
+
+    module = types.ModuleType("sft_odd")
+    module.sft_register_tasks = hookimpl(sft_register_tasks)
+    host = PluginHost(extra_plugins=(module,))
+    assert "odd" not in host.tasks
+    assert "data_config of task 'odd' must subclass sft_core.DataConfig" in info(host, "sft_odd").error
+
+
+def test_entry_point_importing_with_a_multiline_error_is_one_line(monkeypatch, tmp_path):
+    (tmp_path / "sft_noisy.py").write_text("raise ImportError('first line\\nsecond line')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from importlib.metadata import EntryPoint
+
+    import sft_core.plugins
+
+    real = sft_core.plugins.metadata.entry_points
+    extra = EntryPoint(name="noisy", value="sft_noisy", group="sft")
+    monkeypatch.setattr(sft_core.plugins.metadata, "entry_points", lambda **kw: [*real(**kw), extra])
+    host = PluginHost()
+    assert info(host, "noisy").error == "ImportError: first line"
+    assert "classification" in host.tasks
+
+
+def test_public_api_imports_no_torch():
+    code = ("import sys, sft_core; from sft_core import hookimpl, Register, Task, DataConfig, RunConfig, "
+            "TrainerConfig, SFTError, DataError, ConfigError, CONTRACT_VERSION; import sft_core.testing; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
