@@ -37,7 +37,7 @@ BENCH ?= all
 bench: setup  ## every recipe of configs/ at its stated budget (about 2 h 15 min on 2 CPU cores; BENCH=glue for one suite)
 	$(BIN)/sft bench $(BENCH) --data-dir $(DATA_DIR) --output bench-results/full
 
-bench-quick: setup  ## the same recipes on small subsets: a smoke check of a few minutes
+bench-quick: setup  ## the same recipes on small subsets: a smoke check (about 5 min for all eight)
 	$(BIN)/sft bench $(BENCH) --data-dir $(DATA_DIR) --quick --output bench-results/quick
 
 bench-trainer: setup  ## sft against the Hugging Face Trainer, classification and NER (about 40 min on 2 CPU cores)
