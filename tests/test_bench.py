@@ -180,3 +180,12 @@ def test_bench_errors_before_running(tmp_path):
     assert done.exit_code == 2 and "no suite or recipe 'nope'" in done.output
     listing = runner.invoke(cli, ["bench", "--list"], obj=PluginHost())
     assert listing.exit_code == 0 and "suite glue: cola, qnli, rte, sst2, stsb" in listing.output
+
+
+def test_a_run_past_its_time_limit_is_stopped():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    code, rss, timed_out = bench._wait(proc, timeout_s=0.5)
+    assert timed_out and code != 0 and rss is not None and proc.poll() == code
