@@ -48,7 +48,9 @@ class TrainerConfig:
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_steps: int | None = None  # when set, overrides warmup_ratio
+    # inverse_sqrt decays with the step count alone, so it suits runs bounded by max_time_minutes
+    scheduler: Literal["linear", "cosine", "constant", "inverse_sqrt"] = "linear"
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
     max_length: int = 128
@@ -73,7 +75,7 @@ class TrainerConfig:
             raise ConfigError(f"trainer.warmup_ratio must be between 0 and 1, got {self.warmup_ratio}")
         if self.epochs <= 0 and not self.max_steps:
             raise ConfigError(f"trainer.epochs must be positive, got {self.epochs}")
-        for name in ("max_steps", "eval_every", "save_every", "early_stopping_patience"):
+        for name in ("max_steps", "warmup_steps", "eval_every", "save_every", "early_stopping_patience"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"trainer.{name} must not be negative, got {value}")

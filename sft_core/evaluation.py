@@ -70,7 +70,8 @@ def evaluate(accelerator, task, model, features, examples, batch_size: int) -> t
     start = time.perf_counter()
     outputs = predict_features(accelerator, task, model, features, batch_size)
     predictions = task.postprocess(outputs, features, examples)
-    metrics = {k: float(v) for k, v in task.compute_metrics(predictions, examples).items()}
+    # numbers become floats; text (e.g. a metric's signature) is kept as it is
+    metrics = {k: v if isinstance(v, str) else float(v) for k, v in task.compute_metrics(predictions, examples).items()}
     seconds = time.perf_counter() - start
     metrics.update(eval_samples=len(examples), eval_runtime=round(seconds, 4),
                    eval_samples_per_second=round(len(examples) / seconds, 3) if seconds else 0.0)

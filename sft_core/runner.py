@@ -116,7 +116,8 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
         model_path = str(resume_from / "model")
     else:
         task.setup(train_examples)
-        model_path = resolve_model(config.model)
+        # a task may resolve names of its own (e.g. a model built from a configuration)
+        model_path = getattr(task, "resolve_model", resolve_model)(config.model)
     set_seed(config.trainer.seed)
     tokenizer, model = _load_model(task, model_path)
 

@@ -1,6 +1,7 @@
 """The training loop: one readable function for every task, on accelerate.
 
-The step is the same for every task: ``model(**task.collate(features)).loss``. Evaluation,
+The step is the same for every task: ``model(**task.collate(features)).loss``, or the task's
+``compute_loss(model, batch)`` when it defines one. Evaluation,
 checkpoints, best-model selection, early stopping and the time limit hang off the loop at step and
 epoch boundaries. A checkpoint records the epoch and the number of steps taken in it; batches are a
 function of (seed, epoch), so resuming skips straight to the next batch of the interrupted run.
@@ -89,7 +90,7 @@ def fit(run: Run) -> dict:
     micro_per_epoch = math.ceil(math.ceil(len(lengths) / cfg.batch_size) / world)
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
-    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(cfg.warmup_ratio * total_steps)
 
     run.model.to(acc.device)
     optimizer = _adamw(_param_groups(run.model, cfg.weight_decay), cfg.lr)
@@ -163,6 +164,7 @@ def fit(run: Run) -> dict:
         acc.wait_for_everyone()
 
     has_eval = run.eval_features is not None
+    compute_loss = getattr(task, "compute_loss", None)  # optional: a task's own loss (e.g. label smoothing)
     status = "failed"
     stop = False
     evaluated_at = saved_at = -1
@@ -183,7 +185,7 @@ def fit(run: Run) -> dict:
                     batch = to_device(task.collate(rows(run.train_features, indices)), acc.device)
                     sync = acc.no_sync(model) if j < len(group) - 1 and world > 1 else nullcontext()
                     with sync, acc.autocast():
-                        loss = model(**batch).loss
+                        loss = compute_loss(model, batch) if compute_loss else model(**batch).loss
                         acc.backward(loss / len(group))
                     step_loss += loss.detach() / len(group)
                 if cfg.max_grad_norm:
