@@ -296,7 +296,7 @@ def markdown(header: dict, results: list[dict]) -> str:
              f"- machine: {machine['cpu']}, {machine['cores']} cores{memory}; {machine['platform']}",
              f"- device: {', '.join(devices) or 'unknown (no run started)'}",
              f"- versions: {versions}",
-             f"- command: `{header['command']}`",
+             *(f"- command: `{c}`" for c in header.get("commands") or [header["command"]]),
              f"- mode: {mode}", "",
              "| recipe | budget | metric(s) | reference | train samples/s | eval samples/s | wall | peak MB | status |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -324,18 +324,35 @@ def write_report(output: Path, header: dict, results: list[dict]) -> None:
     _write(output / "results.md", markdown(header, results))
 
 
+def earlier_results(output: Path, quick: bool, names: list[str]) -> tuple[list[dict], list[str]]:
+    """Rows of an earlier report in ``output`` (same mode) for recipes not run again, and its commands.
+
+    Running some recipes into a folder that already has results replaces their rows and keeps the
+    others, so a long benchmark can be measured in parts; a new folder starts a new report.
+    """
+    data = _read_json(output / "results.json")
+    header = data.get("header", {})
+    if not data or header.get("quick") != quick:
+        return [], []
+    kept = [r for r in data.get("results", []) if r.get("recipe") not in names]
+    return kept, (header.get("commands") or [header.get("command")]) if kept else []
+
+
 def bench(recipes: list[Recipe], host, *, data_dir: Path, output: Path, quick: bool, command: str,
           timeout_minutes: float | None = None, echo: Callable[[str], None] = print) -> list[dict]:
     """Run ``recipes`` one after the other, rewriting results.json and results.md after each."""
     output.mkdir(parents=True, exist_ok=True)
     header = environment(command, data_dir, quick)
+    kept, commands = earlier_results(output, quick, [r.name for r in recipes])
+    header["commands"] = [*commands, command]
     results: list[dict] = []
     for i, recipe in enumerate(recipes, 1):
         echo(f"[{i}/{len(recipes)}] {recipe.name}: running ...")
         result = run_recipe(recipe, host, data_dir=data_dir, output=output, quick=quick,
                             timeout_minutes=timeout_minutes)
+        result["finished"] = datetime.now().astimezone().isoformat(timespec="seconds")
         results.append(result)
-        write_report(output, header, results)
+        write_report(output, header, kept + results)
         figures = ", ".join(f"{k} {v:.4g}" for k, v in result["metrics"].items())
         took = _duration(result.get("wall_seconds"))
         echo(f"[{i}/{len(recipes)}] {recipe.name}: " + (f"ok in {took}: {figures}" if result["status"] == "ok"

@@ -52,6 +52,9 @@ class Task(Protocol):
     # next to ``predictions_file`` (e.g. n-best lists); they travel with it (see ``prediction_files``).
     # Optional: ``input_fields`` (tuple of names) and ``read_fields(records)``, for named inputs of
     # ``sft predict --NAME VALUE`` (e.g. ``--question ... --context ...``).
+    # Optional: ``compute_loss(model, batch)``, the training loss when ``model(**batch).loss`` is not
+    # the one wanted (e.g. label smoothing); ``resolve_model(name)``, a path for ``model:`` values of
+    # the task's own (e.g. a model built from a configuration) before ``load_tokenizer``/``build_model``.
 
     def load(self, split: str, path: str | None) -> list[dict]:
         """Read examples of ``split`` ("train", "eval" or "predict") from ``path`` (None: built-in sample)."""

@@ -131,7 +131,7 @@ def fit(run: Run) -> dict:
         if metric_name not in metrics:
             raise ConfigError(f"trainer.metric_for_best={metric_name!r} is not a metric of task "
                               f"{run.config.task!r}; available: {', '.join(sorted(metrics))}")
-        logger.log({"step": state.global_step, "epoch": state.epoch,
+        logger.log({"step": state.global_step, "epoch": state.epoch, "train_seconds": round(state.train_seconds, 1),
                     **{_eval_key(k): v for k, v in metrics.items() if k != "step"}})
         run.hooks.sft_evaluate_end(config=run.config, state=state, metrics=metrics)
         if _better(metric_name, metrics[metric_name], state.best_metric):

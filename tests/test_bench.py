@@ -171,6 +171,16 @@ def test_bench_runs_recipes_and_reports_failures(tiny_model, tmp_path):
     assert f"**accuracy {good['metrics']['accuracy']:.4g}**" in good_row and good_row.endswith("| ok |")
     assert next(line for line in table.splitlines() if line.startswith("| bad |")).count("failed: exit 2:") == 1
 
+    # measuring in parts: running one recipe again into the folder replaces its row, keeps the others
+    again = CliRunner().invoke(cli, ["bench", "missing", "--quick", "--data-dir", str(data), "--recipes-dir",
+                                     str(recipes), "--output", str(out)], obj=PluginHost())
+    assert again.exit_code == 1, again.output
+    merged = json.loads((out / "results.json").read_text())
+    assert [r["recipe"] for r in merged["results"]] == ["bad", "good", "missing"]
+    assert merged["results"][1] == good  # the good row as measured the first time
+    assert len(merged["header"]["commands"]) == 2 and merged["header"]["commands"][0] == header["command"]
+    assert (out / "results.md").read_text().count("- command: `sft bench") == 2
+
 
 def test_bench_errors_before_running(tmp_path):
     runner = CliRunner()

@@ -66,3 +66,6 @@ class ClassificationData(DataConfig):
 @dataclass
 class ClassificationOptions:
     problem_type: Literal["auto", "single_label", "regression"] = "auto"  # auto: regression for real-valued labels
+    # compute the last encoder layer for the first token only, the one the head reads (BERT/RoBERTa
+    # classifiers; the same logits and gradients, fewer FLOPs; see first_token.py)
+    first_token_last_layer: bool = True

@@ -11,6 +11,7 @@ import torch
 from sft_core.collate import pad_inputs
 from sft_core.errors import DataError
 
+from .first_token import first_token_last_layer
 from .metrics import classification_metrics, regression_metrics
 from .reader import read_examples
 
@@ -88,11 +89,15 @@ class ClassificationTask:
         from transformers import AutoModelForSequenceClassification
 
         if self.regression:
-            return AutoModelForSequenceClassification.from_pretrained(
+            model = AutoModelForSequenceClassification.from_pretrained(
                 name_or_path, num_labels=1, problem_type="regression")
-        return AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, num_labels=len(self.labels), problem_type="single_label_classification",
-            id2label=dict(enumerate(self.labels)), label2id={label: i for i, label in enumerate(self.labels)})
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, num_labels=len(self.labels), problem_type="single_label_classification",
+                id2label=dict(enumerate(self.labels)), label2id={label: i for i, label in enumerate(self.labels)})
+        if self.config.options.first_token_last_layer:
+            first_token_last_layer(model)
+        return model
 
     # --- features and batches -----------------------------------------------------------------
     def preprocess(self, examples: dict[str, list]) -> dict[str, list]:
