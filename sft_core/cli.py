@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from . import sources
 from .config import build_config, load_config_file, parse_override
 from .errors import SFTError
 from .plugins import PluginHost
@@ -62,8 +63,8 @@ def cli():
 @click.option("--task", help="Task to train (see `sft tasks`); may also come from a config file.")
 @click.option("--config", "configs", multiple=True, type=click.Path(), help="YAML config file; repeatable, later files win.")
 @click.option("--model", help="Model alias (minilm), local folder or hub id.")
-@click.option("--train", help="Training data file (default: the task's built-in sample).")
-@click.option("--eval", "eval_", help="Evaluation data file.")
+@click.option("--train", help="Training data file, or hf:NAME[:CONFIG]@SPLIT (default: the task's built-in sample).")
+@click.option("--eval", "eval_", help="Evaluation data file (or hf:NAME[:CONFIG]@SPLIT, a hub dataset).")
 @click.option("--output-dir", help="Run folder for config, metrics, checkpoints and model (default runs/TASK).")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in the output folder.")
 @click.option("--resume-from", type=click.Path(), help="Continue from this checkpoint folder.")
@@ -89,7 +90,7 @@ def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from
         return
     for key in ("train", "eval"):  # fail before the slow imports of torch and transformers
         path = getattr(config.data, key)
-        if path is not None and not Path(path).exists():
+        if path is not None and not sources.exists(path):
             raise SFTError(f"data file not found: {path} (data.{key})")
     from . import runner
 
@@ -102,7 +103,7 @@ def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from
 
 @cli.command("eval")
 @click.option("--model", "model_dir", required=True, type=click.Path(), help="Model folder written by `sft run` (RUN/model).")
-@click.option("--data", required=True, type=click.Path(), help="Evaluation data file.")
+@click.option("--data", required=True, help="Evaluation data file, or a dataset as hf:NAME[:CONFIG]@SPLIT.")
 @click.option("--output-dir", help="Where eval_results.json and predictions go (default: next to the model, in eval/).")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.pass_context

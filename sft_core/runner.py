@@ -15,6 +15,7 @@ from .checkpoint import TASK_FILE
 from .config import RunConfig, build_config
 from .errors import SFTError
 from .models import resolve_model
+from .sources import resolve as resolve_source
 from .task import prediction_files
 
 
@@ -102,13 +103,13 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
     accelerator = make_accelerator(config)
     main = accelerator.is_main_process
     task = spec.factory(config)
-    train_examples = _limit(task.load("train", config.data.train), config.data.max_train_samples)
+    train_examples = _limit(task.load("train", resolve_source(config.data.train)), config.data.max_train_samples)
     if not train_examples:
         raise SFTError(f"no training examples in {config.data.train or 'the built-in sample'}")
     eval_path = config.data.eval
     eval_examples = None
     if eval_path is not None or config.data.train is None:
-        eval_examples = _limit(task.load("eval", eval_path), config.data.max_eval_samples)
+        eval_examples = _limit(task.load("eval", resolve_source(eval_path)), config.data.max_eval_samples)
 
     if resume_from is not None:
         saved = json.loads((resume_from / "model" / TASK_FILE).read_text(encoding="utf-8"))
@@ -179,7 +180,7 @@ def evaluate_saved(model_dir: str, data: str, output_dir: str | None, host, laye
     _quiet_libraries()
     _, config, task = load_saved(model_dir, host, list(layers))
     accelerator = make_accelerator(config)
-    examples = _limit(task.load("eval", data), config.data.max_eval_samples)
+    examples = _limit(task.load("eval", resolve_source(data)), config.data.max_eval_samples)
     if not examples:
         raise SFTError(f"no examples in {data}")
     tokenizer, model = _load_model(task, model_dir)
@@ -222,7 +223,7 @@ def predict_saved(model_dir: str, texts: list[str], input_path: str | None, host
     if fields:
         examples = _read_fields(task, config.task, fields)
     else:
-        examples = task.load("predict", input_path) if input_path else task.read_inputs(list(texts))
+        examples = task.load("predict", resolve_source(input_path)) if input_path else task.read_inputs(list(texts))
     if not examples:
         return []
     tokenizer, model = _load_model(task, model_dir)
