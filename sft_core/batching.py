@@ -16,9 +16,13 @@ from pathlib import Path
 from . import __version__
 
 
+def cache_root() -> Path:
+    """Where sft caches what it derives from data: ``$SFT_CACHE_DIR``, else ``~/.cache/sft``."""
+    return Path(os.environ.get("SFT_CACHE_DIR") or Path.home() / ".cache" / "sft")
+
+
 def cache_dir() -> Path:
-    root = os.environ.get("SFT_CACHE_DIR") or Path.home() / ".cache" / "sft"
-    return Path(root) / "features"
+    return cache_root() / "features"
 
 
 def _fingerprint(task, config, tokenizer, examples: list[dict], split: str) -> str:

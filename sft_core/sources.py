@@ -13,6 +13,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from .batching import cache_root
 from .errors import SFTError
 
 PREFIX = "hf:"
@@ -69,7 +70,7 @@ def materialize(spec: str) -> str:
     except Exception as exc:  # the hub, the network and dataset scripts raise many kinds
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SFTError(f"cannot load dataset {spec}: {first}") from None
-    root = Path(os.environ.get("SFT_CACHE_DIR") or Path.home() / ".cache" / "sft") / "datasets"
+    root = cache_root() / "datasets"
     root.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(f"{spec}|{dataset._fingerprint}".encode()).hexdigest()[:24]
     path = root / f"{key}.jsonl"

@@ -25,6 +25,7 @@ def _first_token_forward(self, hidden_states: torch.Tensor, attention_mask: torc
                          *args, **kwargs) -> torch.Tensor:
     """The layer's output at position 0 only, shape (batch, 1, hidden)."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.bert.modeling_bert import eager_attention_forward
 
     attention = self.attention.self
     batch, length, _ = hidden_states.shape
@@ -35,21 +36,12 @@ def _first_token_forward(self, hidden_states: torch.Tensor, attention_mask: torc
     value = attention.value(hidden_states).view(batch, length, *heads).transpose(1, 2)
     if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
         attention_mask = attention_mask[:, :, :1]  # the first query's row
-    interface = ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, _eager)
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, eager_attention_forward)
     context, _ = interface(attention, query, key, value, attention_mask,
                            dropout=attention.dropout.p if attention.training else 0.0, scaling=attention.scaling)
     context = context.reshape(batch, 1, -1).contiguous()
     attended = self.attention.output(context, first)
     return self.feed_forward_chunk(attended)
-
-
-def _eager(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs):
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask if attention_mask.dtype != torch.bool else \
-            scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-    weights = torch.nn.functional.dropout(scores.softmax(-1), p=dropout, training=module.training)
-    return torch.matmul(weights, value).transpose(1, 2), weights
 
 
 def first_token_last_layer(model) -> bool:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import random
 from pathlib import Path
 
 from sft_core.errors import DataError
+from sft_core.readers import json_objects
 
 from .options import parse_rows
 
@@ -30,15 +30,7 @@ def _records(path: Path, data, limit: int | None = None) -> tuple[list[tuple[int
     with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: Excel writes a byte-order mark
         if suffix in (".jsonl", ".json"):
             out, names = [], []
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path} line {n}: invalid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path} line {n}: expected a JSON object, got {type(row).__name__}")
+            for n, row in json_objects(path, f):
                 out.append((n, row))
                 names += [k for k in row if k not in names]
                 if limit and len(out) >= limit:

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from sft_core.errors import DataError
+from sft_core.readers import json_objects
 
 
 def parse_articles(text: str, key: str) -> list[int]:
@@ -88,15 +89,7 @@ def _read_squad_json(path: Path, doc: dict, need_answers: bool) -> list[dict]:
 def _read_jsonl(path: Path, need_answers: bool) -> list[dict]:
     examples, titles = [], {}
     with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path} line {n}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path} line {n}: expected a JSON object, got {type(row).__name__}")
+        for n, row in json_objects(path, f):
             title = str(row.get("title", ""))
             article = titles.setdefault(title, len(titles))
             row.setdefault("id", str(n))

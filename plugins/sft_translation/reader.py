@@ -7,11 +7,11 @@ line in the file (the source file for aligned text) so that errors and notes can
 from __future__ import annotations
 
 import gzip
-import json
 import sys
 from pathlib import Path
 
 from sft_core.errors import DataError
+from sft_core.readers import json_objects
 
 
 def _open(path: Path):
@@ -70,14 +70,8 @@ def detect_format(path: Path, data) -> str:
 def _from_jsonl(path: Path, data, need_targets: bool) -> list[dict]:
     src, tgt = data.source_lang, data.target_lang
     examples = []
-    for number, line in enumerate(_lines(path), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {number}: invalid JSON ({exc.msg})") from None
-        pair = record.get("translation", record) if isinstance(record, dict) else None
+    for number, record in json_objects(path, _lines(path)):
+        pair = record.get("translation", record)
         if not isinstance(pair, dict) or not isinstance(pair.get(src), str):
             raise DataError(f'{path} line {number}: expected {{"translation": {{"{src}": ..., "{tgt}": ...}}}} '
                             f"with a {src!r} string (data.source_lang)")
