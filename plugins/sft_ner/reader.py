@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from sft_core.errors import DataError
+from sft_core.readers import json_objects
 
 from .schemes import detect_scheme, first_violation, split_tag, to_iob2
 
@@ -100,13 +101,7 @@ def _json_records(path: Path):
             raise DataError(f"{path} line {exc.lineno}: invalid JSON ({exc.msg})") from None
         yield from enumerate(records, 1)  # numbered by record
         return
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield n, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {n}: invalid JSON ({exc.msg})") from None
+    yield from json_objects(path, text.splitlines())
 
 
 def _read_jsonl(path: Path, data, split: str, limit: int | None) -> tuple[list, list[dict]]:
