@@ -61,6 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup-ratio", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--padding", choices=["max_length", "dynamic"], default="max_length")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (TrainingArguments(bf16=True)); fp32 otherwise")
     p.add_argument("--output-dir", default=None, help="Trainer output dir (a temp dir by default)")
     return p.parse_args(argv)
 
@@ -161,6 +162,7 @@ def main(args, output_dir):
         lr_scheduler_type="linear",
         seed=args.seed,
         use_cpu=True,
+        bf16=args.bf16,
         eval_strategy="no",
         save_strategy="no",
         logging_strategy="no",

@@ -45,6 +45,7 @@ def test_compare_arguments_and_missing_data(tmp_path):
     compare = load("compare_trainer")
     args = compare.parse_args(["--task", "all", "--epochs", "1"])
     assert args.task == "all" and args.lr is None and args.batch_size is None  # the task defaults apply
+    assert args.precision == "fp32" and compare.parse_args(["--precision", "bf16"]).precision == "bf16"
     assert (compare.WORKLOADS["ner"].lr, compare.WORKLOADS["ner"].batch_size) == (3e-4, 16)
     assert (compare.WORKLOADS["classification"].lr, compare.WORKLOADS["classification"].batch_size) == (1e-4, 32)
     done = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trainer.py"), "--task", "ner", "--data-dir",
@@ -74,13 +75,14 @@ def test_first_subword_labels_and_word_tags(ner_script):
     assert gold == [["B-PER", "I-PER", "O"]] and pred == [["B-PER", "B-PER", "O"]]
 
 
-@pytest.mark.parametrize("padding", ["dynamic", "max_length"])
-def test_tiny_ner_trainer_run(ner_script, tiny_model, tmp_path, padding):
+@pytest.mark.parametrize("padding, bf16", [("dynamic", False), ("max_length", False), ("dynamic", True)])
+def test_tiny_ner_trainer_run(ner_script, tiny_model, tmp_path, padding, bf16):
     (tmp_path / "conll2003").mkdir()
     for name in ("eng.train", "eng.testa"):
         (tmp_path / "conll2003" / name).write_text(CONLL)
     args = ner_script.parse_args(["--model", tiny_model, "--data-dir", str(tmp_path), "--epochs", "1",
-                                  "--batch-size", "2", "--max-length", "16", "--padding", padding])
+                                  "--batch-size", "2", "--max-length", "16", "--padding", padding,
+                                  *(["--bf16"] if bf16 else [])])
     result = ner_script.main(args, str(tmp_path / "out"))
     assert result["train_samples"] == 3 and result["eval_samples"] == 3
     assert result["train_samples_per_second"] > 0 and result["eval_samples_per_second"] > 0
