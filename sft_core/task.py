@@ -53,7 +53,8 @@ class Task(Protocol):
     # Optional: ``input_fields`` (tuple of names) and ``read_fields(records)``, for named inputs of
     # ``sft predict --NAME VALUE`` (e.g. ``--question ... --context ...``).
     # Optional: ``compute_loss(model, batch)``, the training loss when ``model(**batch).loss`` is not
-    # the one wanted (e.g. label smoothing); ``resolve_model(name)``, a path for ``model:`` values of
+    # the one wanted (e.g. label smoothing, or a batch that also carries keys the model does not
+    # take); ``resolve_model(name)``, a path for ``model:`` values of
     # the task's own (e.g. a model built from a configuration) before ``load_tokenizer``/``build_model``.
 
     def load(self, split: str, path: str | None) -> list[dict]:
@@ -81,7 +82,8 @@ class Task(Protocol):
         """
 
     def collate(self, features: list[dict]) -> dict[str, Any]:
-        """Pad a list of features into a batch of tensors for ``model(**batch)``."""
+        """Pad a list of features into a batch of tensors for ``model(**batch)`` (with ``compute_loss``,
+        the batch may also carry keys of the task's own)."""
 
     def predict_step(self, model: Any, batch: dict[str, Any]) -> dict[str, Any]:
         """Forward (or generate) and reduce on the device: tensors with one row per feature."""

@@ -276,9 +276,11 @@ def check_loss_is_a_scalar_with_a_gradient(prepared: Prepared) -> None:
     model = prepared.model
     model.train()
     model.zero_grad(set_to_none=True)
-    loss = model(**batch).loss
+    compute_loss = getattr(prepared.task, "compute_loss", None)  # optional: the engine uses it when given
+    loss = compute_loss(model, batch) if compute_loss else model(**batch).loss
+    source = "task.compute_loss(model, batch)" if compute_loss else "model(**collate(features)).loss"
     assert isinstance(loss, torch.Tensor) and loss.dim() == 0, \
-        f"model(**collate(features)).loss is {loss!r}, not a scalar tensor (are the labels in the batch?)"
+        f"{source} is {loss!r}, not a scalar tensor (are the labels in the batch?)"
     assert torch.isfinite(loss), f"the loss is {loss.item()}"
     assert loss.requires_grad, "the loss has no gradient"
     loss.backward()

@@ -11,7 +11,6 @@ import json
 import pytest
 
 from sft_classification.options import parse_rows
-from sft_classification.reader import read_examples
 from sft_core.errors import ConfigError, DataError
 from sft_core.plugins import PluginHost
 

@@ -23,6 +23,10 @@ class NEROptions:
     label_all_tokens: bool = False  # also train on the continuation sub-tokens of a word (else ignored in the loss)
     constrained_decoding: bool = False  # Viterbi over valid IOB2 transitions instead of per-word argmax
     stride: int = 32  # sub-tokens shared by consecutive windows of a sentence longer than trainer.max_length
+    # compute the last encoder layer only where a tag is read: the labelled sub-tokens in training,
+    # the first sub-token of each word in evaluation (BERT-style encoders; the same loss, gradients
+    # and predictions, fewer FLOPs; see sft_core/last_layer.py)
+    scored_tokens_last_layer: bool = True
 
     def check(self) -> None:
         if self.stride < 0:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sft_core import last_layer
 from sft_core.errors import ConfigError, DataError, SFTError
 
 from .alignment import IGNORE, best_positions, encode
@@ -43,6 +44,7 @@ class NERTask:
         self.options = config.options
         self.labels: list[str] = []  # id -> IOB2 tag
         self.tokenizer = None
+        self.partial_last_layer = False  # whether the model's last layer computes the scored tokens only
         self._unchecked: list[tuple[str, list[dict]]] = []  # eval data read before the label set was known
 
     # --- data ---------------------------------------------------------------------------------
@@ -105,9 +107,11 @@ class NERTask:
     def build_model(self, name_or_path: str):
         from transformers import AutoModelForTokenClassification
 
-        return AutoModelForTokenClassification.from_pretrained(
+        model = AutoModelForTokenClassification.from_pretrained(
             name_or_path, num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
             label2id={label: i for i, label in enumerate(self.labels)})
+        self.partial_last_layer = bool(self.options.scored_tokens_last_layer) and last_layer.install(model)
+        return model
 
     # --- features and batches -----------------------------------------------------------------
     def preprocess(self, examples: dict[str, list]) -> dict[str, list]:
@@ -130,12 +134,40 @@ class NERTask:
             batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
         if features[0].get("labels") is not None:
             batch["labels"] = torch.tensor([f["labels"] + [IGNORE] * (longest - len(f["labels"])) for f in features])
+        # where predictions are read: the first sub-token of each word
+        batch["word_starts"] = torch.tensor([[w >= 0 for w in f["first_of_word"]] + [False] * (longest - len(f["first_of_word"]))
+                                             for f in features])
         return batch
+
+    @staticmethod
+    def model_inputs(batch: dict) -> dict:
+        return {k: v for k, v in batch.items() if k not in ("labels", "word_starts")}
+
+    def logits_at(self, model, batch: dict, wanted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits at the positions ``wanted`` (batch, length) marks, computed there only when the
+        model allows: (logits of shape (batch, k, labels), their (batch, k) positions), or the
+        logits of every position and None."""
+        if not self.partial_last_layer or not bool(wanted.any()):
+            return model(**self.model_inputs(batch)).logits, None
+        positions = last_layer.positions_of(wanted)
+        with last_layer.reading(model, positions):
+            return model(**self.model_inputs(batch)).logits, positions
+
+    def compute_loss(self, model, batch: dict) -> torch.Tensor:
+        """Token cross-entropy over the labelled positions (the mean over them, like the model's own loss)."""
+        labels = batch["labels"]
+        logits, positions = self.logits_at(model, batch, labels != IGNORE)
+        if positions is not None:  # filler positions of shorter rows are unlabelled ones: IGNORE
+            labels = labels.gather(1, positions)
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
 
     # --- evaluation ---------------------------------------------------------------------------
     def predict_step(self, model, batch) -> dict[str, torch.Tensor]:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs).logits.float()
+        logits, positions = self.logits_at(model, batch, batch["word_starts"])
+        logits = logits.float()
+        if positions is not None:  # back to one row per position; the others are never read
+            shape = (*batch["word_starts"].shape, logits.shape[-1])
+            logits = logits.new_zeros(shape).scatter_(1, positions.unsqueeze(-1).expand(-1, -1, shape[-1]), logits)
         if self.options.constrained_decoding:  # Viterbi needs every label's score, per token
             return {"log_probs": logits.log_softmax(-1)}
         score, pred = logits.softmax(-1).max(-1)
