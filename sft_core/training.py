@@ -184,8 +184,9 @@ def fit(run: Run) -> dict:
                 for j, indices in enumerate(group):
                     batch = to_device(task.collate(rows(run.train_features, indices)), acc.device)
                     sync = acc.no_sync(model) if j < len(group) - 1 and world > 1 else nullcontext()
-                    with sync, acc.autocast():
-                        loss = compute_loss(model, batch) if compute_loss else model(**batch).loss
+                    with sync:
+                        with acc.autocast():  # the forward only: backward runs in the forward's precisions
+                            loss = compute_loss(model, batch) if compute_loss else model(**batch).loss
                         acc.backward(loss / len(group))
                     step_loss += loss.detach() / len(group)
                 if cfg.max_grad_norm:
