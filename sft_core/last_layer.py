@@ -97,9 +97,7 @@ def install(model, first: int | None = None) -> bool:
 
 def _inner(model):
     """The model inside a distributed wrapper (DDP keeps it as ``.module``)."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    return model
+    return getattr(model, "module", model)
 
 
 @contextmanager
