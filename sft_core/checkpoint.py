@@ -1,8 +1,10 @@
 """Checkpoints and model folders, written atomically: into a temporary folder, then renamed.
 
-A checkpoint is a complete model folder (``model/``, usable by ``sft eval``) plus
-``training_state.pt`` (optimizer, scheduler, RNG) and a readable ``trainer_state.json``, so an
-interrupted run resumes exactly where it stopped and a crash mid-write leaves no half checkpoint.
+A checkpoint is a model folder (``model/``, usable by ``sft eval``) plus ``training_state.pt``
+(optimizer, scheduler, RNG) and a readable ``trainer_state.json``, so an interrupted run resumes
+exactly where it stopped and a crash mid-write leaves no half checkpoint. With LoRA (``peft:``) the
+model folder of a checkpoint holds the adapters and the head only, and the optimizer state covers
+just those (nothing else trains); the base model is named in ``sft_task.json``.
 """
 
 from __future__ import annotations
@@ -33,13 +35,25 @@ class TrainState:
     evals_without_improvement: int = 0
 
 
-def save_model_folder(path: Path, model, tokenizer, task, config) -> None:
-    """Model weights, tokenizer, and what ``sft eval``/``sft predict`` need to rebuild the task."""
+def save_model_folder(path: Path, model, tokenizer, task, config, merge: bool = False, merge_batch=None) -> None:
+    """Model weights, tokenizer, and what ``sft eval``/``sft predict`` need to rebuild the task.
+
+    A LoRA model is saved as its adapters (and head) only, or with ``merge`` as a complete model,
+    the adapters merged into the base weights and checked on ``merge_batch`` (model inputs).
+    """
+    from . import adapters
+
     path.mkdir(parents=True, exist_ok=True)
+    info = {"task": config.task, "config": config.to_dict(), "state": task.state_dict()}
+    if adapters.is_peft_model(model):
+        if merge:
+            model = adapters.merged_copy(model, merge_batch)
+        else:
+            base = next(iter(model.peft_config.values())).base_model_name_or_path
+            info["adapter"] = adapters.adapter_info(model, config, base)
     model.save_pretrained(path)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
-    info = {"task": config.task, "config": config.to_dict(), "state": task.state_dict()}
     (path / TASK_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
@@ -56,11 +70,15 @@ def replace_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
-def write_model_folder(final: Path, model, tokenizer, task, config) -> None:
+def write_model_folder(final: Path, model, tokenizer, task, config, merge: bool = False, merge_batch=None) -> None:
     tmp = final.with_name(f".tmp-{final.name}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_model_folder(tmp, model, tokenizer, task, config)
+    try:
+        save_model_folder(tmp, model, tokenizer, task, config, merge=merge, merge_batch=merge_batch)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed save leaves nothing half-written behind
+        raise
     replace_dir(tmp, final)
 
 

@@ -61,6 +61,9 @@ class TrainerConfig:
     early_stopping_patience: int | None = None  # evaluations without improvement
     metric_for_best: str | None = None  # None: the task's main metric
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    # recompute each layer's activations in the backward pass instead of keeping them: the same
+    # loss and gradients, less memory, about a third more compute
+    gradient_checkpointing: bool = False
     log_every: int = 10
     group_by_length: bool = True
 
@@ -82,18 +85,54 @@ class TrainerConfig:
 
 
 @dataclass
+class PeftConfig:
+    """Parameter-efficient fine-tuning, for every task: LoRA adapters on a frozen backbone (peft)."""
+
+    method: Literal["none", "lora", "qlora"] = "none"  # qlora: LoRA on a 4-bit base (bitsandbytes, CUDA only)
+    r: int = 16  # rank of the adapter matrices
+    alpha: float = 32.0  # scaling: the adapter's update is multiplied by alpha / r
+    dropout: float = 0.05  # dropout on the adapter's input
+    # leaf names of the backbone's linear layers to adapt (e.g. [q_proj, v_proj]); null: a default
+    # per model family (sft_core/adapters.py), else every linear layer of the backbone
+    target_modules: list[str] | None = None
+    # modules trained fully next to the adapters; null: the task's head (the model's parts outside
+    # the backbone, e.g. classifier or score), found automatically
+    modules_to_save: list[str] | None = None
+    dora: bool = False  # weight-decomposed LoRA (DoRA, Liu et al. 2024)
+    # merged: the run's model/ folder holds the adapters merged into the base weights (plain
+    # transformers loads it); adapter: adapters (and head) only, the base model named in sft_task.json
+    save: Literal["merged", "adapter"] = "merged"
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "none"
+
+    def check(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"peft.r must be at least 1, got {self.r}")
+        if self.alpha <= 0:
+            raise ConfigError(f"peft.alpha must be positive, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"peft.dropout must be in [0, 1), got {self.dropout}")
+        if self.target_modules is not None and not self.target_modules:
+            raise ConfigError("peft.target_modules is empty; give layer names or null for the default")
+
+
+@dataclass
 class RunConfig:
     task: str
     model: str = "minilm"
     output_dir: str = ""
     data: Any = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
     options: Any = None  # the task's own section (a dataclass), or None
     section: str | None = None  # its key, e.g. "ner"
 
     def to_dict(self) -> dict:
         out = {"task": self.task, "model": self.model, "output_dir": self.output_dir,
-               "data": dataclasses.asdict(self.data), "trainer": dataclasses.asdict(self.trainer)}
+               "data": dataclasses.asdict(self.data), "trainer": dataclasses.asdict(self.trainer),
+               "peft": dataclasses.asdict(self.peft)}
         if self.section and self.options is not None:
             out[self.section] = dataclasses.asdict(self.options)
         return out
@@ -169,7 +208,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def _schema(spec) -> dict[str, type]:
     """Section name -> dataclass for the given task spec."""
-    sections = {"data": spec.data_config or DataConfig, "trainer": TrainerConfig}
+    sections = {"data": spec.data_config or DataConfig, "trainer": TrainerConfig, "peft": PeftConfig}
     if spec.config is not None:
         sections[spec.section] = spec.config
     return sections
@@ -309,10 +348,11 @@ def build_config(spec, layers: list[tuple[str, dict]]) -> RunConfig:
         output_dir=values.get("output_dir") or f"runs/{spec.name}",
         data=sections["data"],
         trainer=sections["trainer"],
+        peft=sections["peft"],
         options=sections.get(spec.section),
         section=spec.section if spec.config is not None else None,
     )
-    for part in (config.data, config.trainer, config.options):
+    for part in (config.data, config.trainer, config.peft, config.options):
         if hasattr(part, "check"):
             part.check()
     return config

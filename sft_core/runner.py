@@ -92,8 +92,10 @@ def _versions(accelerator) -> dict:
 
     from . import __version__
 
+    import peft
+
     return {"sft": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__, "peft": peft.__version__,
             "device": str(accelerator.device), "processes": accelerator.num_processes,
             "mixed_precision": accelerator.mixed_precision}
 
@@ -102,17 +104,48 @@ def _limit(examples: list, n: int | None) -> list:
     return examples[:n] if n else examples
 
 
-def _load_model(task, path: str):
-    """Tokenizer and model, with loading failures turned into one clear line."""
+def load_model(task, path: str, prepare=None, trainable: bool = False):
+    """Tokenizer and model of ``path`` through the task, with loading failures turned into one clear line.
+
+    ``path`` is a model folder, a hub id, or an adapter-only folder written by sft (its base model
+    is built by the task, then the adapters are loaded onto it; ``trainable`` to train them on).
+    The tokenizer gets a pad token (its own, else its EOS) and the model's config the same id.
+    ``prepare(model)`` runs on the base model before any adapters are loaded (e.g. gradient
+    checkpointing) and returns the model to use.
+    """
+    from . import adapters
+    from .backbone import ensure_pad_token, sync_pad_token
+
+    folder = Path(path)
+    base = path
+    if adapters.is_adapter_folder(folder) and (folder / TASK_FILE).is_file():
+        base = adapters.base_for(folder, json.loads((folder / TASK_FILE).read_text(encoding="utf-8")))
     try:
         tokenizer = task.load_tokenizer(path)
-        model = task.build_model(path)
+        ensure_pad_token(tokenizer, path)
+        model = task.build_model(base)
     except SFTError:
         raise
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SFTError(f"cannot load model {path!r}: {first}") from None
+        raise SFTError(f"cannot load model {base!r}: {first}") from None
+    sync_pad_token(model, tokenizer)
+    if prepare is not None:
+        model = prepare(model)
+    if base != path:
+        model = adapters.load(model, folder, trainable=trainable)
     return tokenizer, model
+
+
+def _prepare_for_training(config: RunConfig, name: str):
+    """What the engine does to a freshly built model before training: gradient checkpointing."""
+    def prepare(model):
+        if config.trainer.gradient_checkpointing:
+            from .backbone import enable_gradient_checkpointing
+
+            enable_gradient_checkpointing(model, name)
+        return model
+    return prepare
 
 
 def train(config: RunConfig, host, resume: bool | str = False) -> dict:
@@ -152,7 +185,19 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
         # a task may resolve names of its own (e.g. a model built from a configuration)
         model_path = getattr(task, "resolve_model", resolve_model)(config.model)
     set_seed(config.trainer.seed)
-    tokenizer, model = _load_model(task, model_path)
+    tokenizer, model = load_model(task, model_path, prepare=_prepare_for_training(config, config.model), trainable=True)
+    from . import adapters
+    from .backbone import describe_counts, parameter_counts
+
+    if config.peft.enabled and not adapters.is_peft_model(model):
+        if config.peft.save == "adapter" and not getattr(model, "name_or_path", ""):
+            # a model built from a configuration (not loaded from a folder or the hub) has no name
+            raise SFTError(f"peft.save=adapter records the base model to load the adapters onto, but {config.model!r} "
+                           "cannot be loaded again (it is built at random); use peft.save=merged")
+        model = adapters.apply(model, config.peft, config.model)
+    counts = parameter_counts(model)
+    if main:
+        print(describe_counts(counts), file=sys.stderr)
 
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +207,8 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
             shutil.rmtree(old)
         (output_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         _write_json(output_dir / "run_info.json", {"versions": _versions(accelerator), "seed": config.trainer.seed,
-                                                   "resumed_from": str(resume_from) if resume_from else None})
+                                                   "resumed_from": str(resume_from) if resume_from else None,
+                                                   "parameters": counts})
     accelerator.wait_for_everyone()
 
     with accelerator.main_process_first():
@@ -215,7 +261,7 @@ def evaluate_saved(model_dir: str, data: str, output_dir: str | None, host, laye
     examples = _limit(task.load("eval", resolve_source(data)), config.data.max_eval_samples)
     if not examples:
         raise SFTError(f"no examples in {data}")
-    tokenizer, model = _load_model(task, model_dir)
+    tokenizer, model = load_model(task, model_dir)
     model.to(accelerator.device)
     features = build_features(task, config, tokenizer, examples, "eval")
     metrics, predictions = evaluate(accelerator, task, model, features, examples, config.trainer.eval_batch_size)
@@ -258,7 +304,7 @@ def predict_saved(model_dir: str, texts: list[str], input_path: str | None, host
         examples = task.load("predict", resolve_source(input_path)) if input_path else task.read_inputs(list(texts))
     if not examples:
         return []
-    tokenizer, model = _load_model(task, model_dir)
+    tokenizer, model = load_model(task, model_dir)
     model.to(accelerator.device)
     features = build_features(task, config, tokenizer, examples, "predict", use_cache=False)
     outputs = predict_features(accelerator, task, model, features, config.trainer.eval_batch_size)

@@ -112,6 +112,18 @@ def fit(run: Run) -> dict:
         best_metrics = json.loads((best_dir / "eval_results.json").read_text())
     last_metrics: dict | None = None
 
+    # a LoRA run's model/ folder is a complete model, the adapters merged and checked on a batch
+    merge = run.config.peft.enabled and run.config.peft.save == "merged"
+    merge_batch = None
+    if merge:
+        from .adapters import model_inputs
+
+        merge_batch = model_inputs(acc.unwrap_model(model), task.collate(rows(run.train_features, list(range(min(4, len(lengths)))))))
+
+    def write_final(model_to_save) -> None:
+        write_model_folder(run.output_dir / "model", model_to_save, run.tokenizer, task, run.config,
+                           merge=merge, merge_batch=merge_batch)
+
     logger = MetricsLogger(run.output_dir, enabled=main, append=run.resume_from is not None)
     bar = progress_bar(total_steps, state.global_step, enabled=main)
     run.hooks.sft_train_start(config=run.config, task=task, model=model, state=state)
@@ -140,7 +152,7 @@ def fit(run: Run) -> dict:
             best_metrics = metrics
             final_is_best = final
             if main and final:
-                write_model_folder(run.output_dir / "model", acc.unwrap_model(model), run.tokenizer, task, run.config)
+                write_final(acc.unwrap_model(model))
                 for name in prediction_files(task):
                     (run.output_dir / name).unlink(missing_ok=True)
                 task.write_predictions(run.output_dir / task.predictions_file, predictions, run.eval_examples)
@@ -255,6 +267,13 @@ def fit(run: Run) -> dict:
         final_dir = run.output_dir / "model"
         if final_is_best:
             eval_metrics = best_metrics  # already written by the final evaluation
+        elif has_eval and best_metrics is not None and best_dir.is_dir() and merge:
+            # the best adapters, merged, become the run's model
+            from .adapters import load_weights
+
+            load_weights(acc.unwrap_model(model), best_dir)
+            write_final(acc.unwrap_model(model))
+            eval_metrics = best_metrics
         elif has_eval and best_metrics is not None and best_dir.is_dir():
             # the best model becomes the run's model; its metrics are the run's results
             tmp = run.output_dir / ".tmp-model"
@@ -264,7 +283,7 @@ def fit(run: Run) -> dict:
             replace_dir(tmp, final_dir)
             eval_metrics = best_metrics
         else:
-            write_model_folder(final_dir, acc.unwrap_model(model), run.tokenizer, task, run.config)
+            write_final(acc.unwrap_model(model))
             eval_metrics = last_metrics
     acc.wait_for_everyone()
     train = {

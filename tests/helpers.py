@@ -29,3 +29,64 @@ def load_weights(folder: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(folder / "model.safetensors"))
+
+
+# --- constructed data that a tiny model can learn exactly -------------------------------------
+
+NEUTRAL = ("the film was seen by many people in the city on a rainy day with friends and "
+           "family after work before dinner near home").split()
+POSITIVE = ("great", "superb", "lovely", "wonderful")
+NEGATIVE = ("awful", "boring", "dreadful", "terrible")
+PEOPLE = ("Anna", "Boris", "Carla", "David", "Elena")
+PLACES = ("Paris", "Berlin", "Oslo", "Madrid", "Vienna")
+
+
+def write_cue_classification(folder: Path, n_train: int = 160, n_eval: int = 40, seed: int = 0) -> tuple[Path, Path]:
+    """JSONL sentences whose label is set by one cue word at a random position (positive/negative)."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, n in (("train.jsonl", n_train), ("eval.jsonl", n_eval)):
+        lines = []
+        for i in range(n):
+            label = "positive" if i % 2 == 0 else "negative"
+            words = rng.choices(NEUTRAL, k=rng.randint(3, 8))
+            words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == "positive" else NEGATIVE))
+            lines.append(json.dumps({"sentence": " ".join(words), "label": label}))
+        path = folder / name
+        path.write_text("\n".join(lines) + "\n")
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def write_name_ner(folder: Path, n_train: int = 160, n_eval: int = 40, seed: int = 0) -> tuple[Path, Path]:
+    """CoNLL sentences in which people and places (one word, or "New York") are the entities."""
+    import random
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, n in (("train.conll", n_train), ("eval.conll", n_eval)):
+        blocks = []
+        for _ in range(n):
+            rows = [(w, "O") for w in rng.choices(NEUTRAL, k=rng.randint(3, 7))]
+            for _ in range(rng.randint(1, 2)):
+                kind = rng.choice(("PER", "LOC", "NY"))
+                entity = ([(rng.choice(PEOPLE), "B-PER")] if kind == "PER" else [(rng.choice(PLACES), "B-LOC")]
+                          if kind == "LOC" else [("New", "B-LOC"), ("York", "I-LOC")])
+                at = rng.randint(0, len(rows))
+                rows[at:at] = entity
+            blocks.append("\n".join(f"{w} {t}" for w, t in rows))
+        path = folder / name
+        path.write_text("\n\n".join(blocks) + "\n")
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def constructed_texts() -> list[str]:
+    """Every word of the constructed data sets, for training a tiny tokenizer."""
+    words = [*NEUTRAL, *POSITIVE, *NEGATIVE, *PEOPLE, *PLACES, "New", "York"]
+    return [" ".join(words), *words, " ".join(reversed(words))]

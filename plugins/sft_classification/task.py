@@ -36,6 +36,7 @@ class ClassificationTask:
         self.labels: list[str] = []  # id -> label; empty for regression
         self.regression = config.options.problem_type == "regression"
         self.tokenizer = None
+        self.first_token_layer = False  # whether the model's last layer computes the first token only
 
     # --- data ---------------------------------------------------------------------------------
     def load(self, split: str, path: str | None) -> list[dict]:
@@ -88,15 +89,16 @@ class ClassificationTask:
     def build_model(self, name_or_path: str):
         from transformers import AutoModelForSequenceClassification
 
+        from sft_core.backbone import with_head
+
         if self.regression:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                name_or_path, num_labels=1, problem_type="regression")
+            kwargs = {"num_labels": 1, "problem_type": "regression"}
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                name_or_path, num_labels=len(self.labels), problem_type="single_label_classification",
-                id2label=dict(enumerate(self.labels)), label2id={label: i for i, label in enumerate(self.labels)})
-        if self.config.options.first_token_last_layer:
-            first_token_last_layer(model)
+            kwargs = {"num_labels": len(self.labels), "problem_type": "single_label_classification",
+                      "id2label": dict(enumerate(self.labels)), "label2id": {label: i for i, label in enumerate(self.labels)}}
+        model = with_head(AutoModelForSequenceClassification, name_or_path, "sequence classification", **kwargs)
+        # decoder-only models pool the last non-pad token, so only BERT-style heads take the shortcut
+        self.first_token_layer = bool(self.config.options.first_token_last_layer) and first_token_last_layer(model)
         return model
 
     # --- features and batches -----------------------------------------------------------------

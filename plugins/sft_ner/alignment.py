@@ -40,10 +40,27 @@ def plan_windows(counts: list[int], budget: int, stride: int) -> list[tuple[int,
     return windows
 
 
+def word_prefix(tokenizer) -> str:
+    """What to put before each word but the first so that words tokenized one by one give the tokens
+    of running text: "" for most tokenizers, " " for byte-level BPE ones that keep the space inside
+    the token ("Ġrejects", as GPT-2, Llama 3, Qwen and SmolLM2 do) but do not add it to pre-split words.
+    Without it such a model would see "re", "ject", "s" where its pretraining saw "Ġrejects"."""
+    probe = ["Paris", "rejects", "Germany", "calls"]
+    joined = tokenizer(" ".join(probe), add_special_tokens=False)["input_ids"]
+    for prefix in ("", " "):
+        words = [probe[0], *(prefix + w for w in probe[1:])]
+        if tokenizer([words], is_split_into_words=True, add_special_tokens=False)["input_ids"][0] == joined:
+            return prefix
+    return ""
+
+
 def encode(tokenizer, tokens: list[list[str]], tags: list[list[str]] | None, label_ids: dict[str, int],
-           max_length: int, stride: int, label_all_tokens: bool) -> tuple[dict[str, list], list[int]]:
+           max_length: int, stride: int, label_all_tokens: bool, prefix: str = "") -> tuple[dict[str, list], list[int]]:
     """Feature columns (input_ids, first_of_word, labels when ``tags`` is given) for a batch of
-    sentences, and the index in the batch of the sentence each feature belongs to."""
+    sentences, and the index in the batch of the sentence each feature belongs to. ``prefix`` goes
+    before every word but a sentence's first (see :func:`word_prefix`)."""
+    if prefix:
+        tokens = [[w if j == 0 else prefix + w for j, w in enumerate(words)] for words in tokens]
     # words the tokenizer turns into nothing (zero-width spaces, lone accents) would get no
     # prediction: they are fed to the model as the unknown token instead
     counted = tokenizer(tokens, is_split_into_words=True, add_special_tokens=False)

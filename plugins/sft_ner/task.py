@@ -11,7 +11,7 @@ import torch
 from sft_core import last_layer
 from sft_core.errors import ConfigError, DataError, SFTError
 
-from .alignment import IGNORE, best_positions, encode
+from .alignment import IGNORE, best_positions, encode, word_prefix
 from .decoding import IOB2Viterbi
 from .metrics import ner_metrics
 from .reader import read_examples, split_words
@@ -44,6 +44,7 @@ class NERTask:
         self.options = config.options
         self.labels: list[str] = []  # id -> IOB2 tag
         self.tokenizer = None
+        self.word_prefix = ""  # put before each word but the first (byte-level BPE tokenizers; see alignment)
         self.partial_last_layer = False  # whether the model's last layer computes the scored tokens only
         self._unchecked: list[tuple[str, list[dict]]] = []  # eval data read before the label set was known
 
@@ -102,14 +103,17 @@ class NERTask:
         if budget < 2:
             raise ConfigError(f"trainer.max_length={self.config.trainer.max_length} leaves no room for words")
         self.tokenizer = tokenizer
+        self.word_prefix = word_prefix(tokenizer)
         return tokenizer
 
     def build_model(self, name_or_path: str):
         from transformers import AutoModelForTokenClassification
 
-        model = AutoModelForTokenClassification.from_pretrained(
-            name_or_path, num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
-            label2id={label: i for i, label in enumerate(self.labels)})
+        from sft_core.backbone import with_head
+
+        model = with_head(AutoModelForTokenClassification, name_or_path, "token classification",
+                          num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
+                          label2id={label: i for i, label in enumerate(self.labels)})
         self.partial_last_layer = bool(self.options.scored_tokens_last_layer) and last_layer.install(model)
         return model
 
@@ -118,7 +122,7 @@ class NERTask:
         tags = examples["tags"] if all(t is not None for t in examples["tags"]) else None
         columns, owners = encode(
             self.tokenizer, examples["tokens"], tags, {label: i for i, label in enumerate(self.labels)},
-            self.config.trainer.max_length, self.options.stride, self.options.label_all_tokens)
+            self.config.trainer.max_length, self.options.stride, self.options.label_all_tokens, self.word_prefix)
         columns["example_id"] = [examples["example_id"][i] for i in owners]
         return columns
 

@@ -137,7 +137,9 @@ class QATask:
     def build_model(self, name_or_path: str):
         from transformers import AutoModelForQuestionAnswering
 
-        return AutoModelForQuestionAnswering.from_pretrained(name_or_path)
+        from sft_core.backbone import with_head
+
+        return with_head(AutoModelForQuestionAnswering, name_or_path, "question answering (span)")
 
     # --- features and batches -----------------------------------------------------------------
     def _check_questions(self, questions: list[str], ids: list[str]) -> None:
