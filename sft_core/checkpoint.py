@@ -35,11 +35,13 @@ class TrainState:
     evals_without_improvement: int = 0
 
 
-def save_model_folder(path: Path, model, tokenizer, task, config, merge: bool = False, merge_batch=None) -> None:
+def save_model_folder(path: Path, model, tokenizer, task, config, merge: bool = False, merge_batch=None,
+                      state_dict: dict | None = None) -> None:
     """Model weights, tokenizer, and what ``sft eval``/``sft predict`` need to rebuild the task.
 
     A LoRA model is saved as its adapters (and head) only, or with ``merge`` as a complete model,
     the adapters merged into the base weights and checked on ``merge_batch`` (model inputs).
+    ``state_dict``: the weights to write instead of the model's own (a sharded model's, gathered).
     """
     from . import adapters
 
@@ -51,7 +53,7 @@ def save_model_folder(path: Path, model, tokenizer, task, config, merge: bool = 
         else:
             base = next(iter(model.peft_config.values())).base_model_name_or_path
             info["adapter"] = adapters.adapter_info(model, config, base)
-    model.save_pretrained(path)
+    model.save_pretrained(path, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
     (path / TASK_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -70,12 +72,14 @@ def replace_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
-def write_model_folder(final: Path, model, tokenizer, task, config, merge: bool = False, merge_batch=None) -> None:
+def write_model_folder(final: Path, model, tokenizer, task, config, merge: bool = False, merge_batch=None,
+                       state_dict: dict | None = None) -> None:
     tmp = final.with_name(f".tmp-{final.name}")
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        save_model_folder(tmp, model, tokenizer, task, config, merge=merge, merge_batch=merge_batch)
+        save_model_folder(tmp, model, tokenizer, task, config, merge=merge, merge_batch=merge_batch,
+                          state_dict=state_dict)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed save leaves nothing half-written behind
         raise
@@ -89,7 +93,10 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict | list[dict], rank: int = 0) -> None:
+    """Restore the RNG state saved for process ``rank`` (a single saved state serves every process)."""
+    if isinstance(state, list):
+        state = state[rank] if rank < len(state) else state[0]
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -97,14 +104,18 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(folder: Path, state: TrainState, model, tokenizer, task, config, optimizer, scheduler) -> Path:
+def save_checkpoint(folder: Path, state: TrainState, model, tokenizer, task, config, optimizer_state: dict, scheduler,
+                    rng: list[dict] | None = None, state_dict: dict | None = None) -> Path:
+    """Write checkpoint ``step-N`` of ``state``; ``rng`` holds every process's RNG state (process
+    order), since each process draws its own dropout masks; None: this process's alone.
+    ``state_dict``: the model's weights when they are not its own (gathered from a sharded model)."""
     final = folder / f"step-{state.global_step:08d}"
     tmp = folder / f".tmp-step-{state.global_step:08d}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_model_folder(tmp / "model", model, tokenizer, task, config)
+    save_model_folder(tmp / "model", model, tokenizer, task, config, state_dict=state_dict)
     torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+        {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "rng": rng if rng is not None else [rng_state()],
          "state": dataclasses.asdict(state)},
         tmp / "training_state.pt",
     )

@@ -64,6 +64,8 @@ class TrainerConfig:
     # recompute each layer's activations in the backward pass instead of keeping them: the same
     # loss and gradients, less memory, about a third more compute
     gradient_checkpointing: bool = False
+    # shard weights, gradients and optimizer state over the processes (FSDP2; sft_core/sharding.py)
+    fsdp: bool = False
     log_every: int = 10
     group_by_length: bool = True
 

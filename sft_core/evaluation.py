@@ -40,19 +40,35 @@ def _split_outputs(out, n: int) -> list:
     return out
 
 
+def _sharded(model) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return False
+    return isinstance(model, FSDPModule)
+
+
 def predict_features(accelerator, task, model, features, batch_size: int) -> list:
     """Run ``task.predict_step`` over all features; returns one output per feature, in feature order."""
     lengths = feature_lengths(features)
-    batches = eval_batches(lengths, batch_size, accelerator.process_index, accelerator.num_processes)
+    world = accelerator.num_processes
+    batches = eval_batches(lengths, batch_size, accelerator.process_index, world)
     model = accelerator.unwrap_model(model)
+    # a sharded model's forward gathers weights from every process: all must run as many batches
+    # (the shorter shards repeat a batch, whose outputs are dropped)
+    rounds = len(batches)
+    if world > 1 and _sharded(model):
+        rounds = max(len(eval_batches(lengths, batch_size, r, world)) for r in range(world))
     was_training = model.training
     model.eval()
     collected: list[tuple[int, object]] = []
     with torch.inference_mode(), accelerator.autocast():
-        for indices in batches:
+        for step in range(rounds):
+            indices = batches[step] if step < len(batches) else (batches or [[0]])[-1]
             batch = to_device(task.collate(rows(features, indices)), accelerator.device)
             outputs = _split_outputs(task.predict_step(model, batch), len(indices))
-            collected.extend(zip(indices, outputs))
+            if step < len(batches):
+                collected.extend(zip(indices, outputs))
     if was_training:
         model.train()
     if accelerator.num_processes > 1:

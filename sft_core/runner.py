@@ -185,6 +185,9 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
         # a task may resolve names of its own (e.g. a model built from a configuration)
         model_path = getattr(task, "resolve_model", resolve_model)(config.model)
     set_seed(config.trainer.seed)
+    from .sharding import load_whole_everywhere
+
+    load_whole_everywhere()
     tokenizer, model = load_model(task, model_path, prepare=_prepare_for_training(config, config.model), trainable=True)
     from . import adapters
     from .backbone import describe_counts, parameter_counts

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ import torch
 
 from .batching import feature_lengths, shard_train_batches, train_batches
 from .checkpoint import (TrainState, list_checkpoints, load_training_state, rotate_checkpoints,
-                         save_checkpoint, set_rng_state, write_model_folder, replace_dir)
+                         rng_state, save_checkpoint, set_rng_state, write_model_folder, replace_dir)
+from . import sharding
 from .evaluation import evaluate, rows, to_device
 from .task import prediction_files
 from .errors import ConfigError
@@ -92,17 +94,34 @@ def fit(run: Run) -> dict:
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(cfg.warmup_ratio * total_steps)
 
-    run.model.to(acc.device)
-    optimizer = _adamw(_param_groups(run.model, cfg.weight_decay), cfg.lr)
-    scheduler = _scheduler(cfg.scheduler, optimizer, warmup, total_steps)
-    model, optimizer = acc.prepare(run.model, optimizer)
+    sharded = sharding.wanted(run.config, acc)
+    if sharded:  # the optimizer must see the sharded parameters, so it is built after sharding
+        if main:
+            print(f"note: sharding the model over {world} processes (FSDP)", file=sys.stderr)
+        model = sharding.shard(run.model, acc)
+        optimizer = _adamw(_param_groups(model, cfg.weight_decay), cfg.lr)
+        scheduler = _scheduler(cfg.scheduler, optimizer, warmup, total_steps)
+        optimizer = acc.prepare(optimizer)
+    else:
+        run.model.to(acc.device)
+        optimizer = _adamw(_param_groups(run.model, cfg.weight_decay), cfg.lr)
+        scheduler = _scheduler(cfg.scheduler, optimizer, warmup, total_steps)
+        model, optimizer = acc.prepare(run.model, optimizer)
+
+    def gathered_weights() -> dict | None:
+        """A sharded model's complete weights on the main process (every process must call this);
+        None when the model holds its weights whole."""
+        return sharding.full_state_dict(model) if sharded else None
 
     state = TrainState()
     if run.resume_from is not None:
         saved = load_training_state(run.resume_from)
-        optimizer.load_state_dict(saved["optimizer"])
+        if sharded:
+            sharding.load_optimizer_state(model, optimizer, saved["optimizer"])
+        else:
+            optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        set_rng_state(saved["rng"])
+        set_rng_state(saved["rng"], rank)
         state = TrainState(**saved["state"])
 
     metric_name = cfg.metric_for_best or task.main_metric
@@ -120,9 +139,9 @@ def fit(run: Run) -> dict:
 
         merge_batch = model_inputs(acc.unwrap_model(model), task.collate(rows(run.train_features, list(range(min(4, len(lengths)))))))
 
-    def write_final(model_to_save) -> None:
+    def write_final(model_to_save, weights: dict | None = None) -> None:
         write_model_folder(run.output_dir / "model", model_to_save, run.tokenizer, task, run.config,
-                           merge=merge, merge_batch=merge_batch)
+                           merge=merge, merge_batch=merge_batch, state_dict=weights)
 
     logger = MetricsLogger(run.output_dir, enabled=main, append=run.resume_from is not None)
     bar = progress_bar(total_steps, state.global_step, enabled=main)
@@ -146,19 +165,21 @@ def fit(run: Run) -> dict:
         logger.log({"step": state.global_step, "epoch": state.epoch, "train_seconds": round(state.train_seconds, 1),
                     **{_eval_key(k): v for k, v in metrics.items() if k != "step"}})
         run.hooks.sft_evaluate_end(config=run.config, state=state, metrics=metrics)
-        if _better(metric_name, metrics[metric_name], state.best_metric):
+        if _better(metric_name, metrics[metric_name], state.best_metric):  # the same on every process
             state.best_metric, state.best_step = metrics[metric_name], state.global_step
             state.evals_without_improvement = 0
             best_metrics = metrics
             final_is_best = final
+            weights = gathered_weights()
             if main and final:
-                write_final(acc.unwrap_model(model))
+                write_final(acc.unwrap_model(model), weights)
                 for name in prediction_files(task):
                     (run.output_dir / name).unlink(missing_ok=True)
                 task.write_predictions(run.output_dir / task.predictions_file, predictions, run.eval_examples)
                 shutil.rmtree(best_dir, ignore_errors=True)  # superseded
             elif main:
-                write_model_folder(best_dir, acc.unwrap_model(model), run.tokenizer, task, run.config)
+                write_model_folder(best_dir, acc.unwrap_model(model), run.tokenizer, task, run.config,
+                                   state_dict=weights)
                 (best_dir / "eval_results.json").write_text(_json(metrics))
                 task.write_predictions(best_dir / task.predictions_file, predictions, run.eval_examples)
             acc.wait_for_everyone()
@@ -168,9 +189,16 @@ def fit(run: Run) -> dict:
         return bool(patience) and state.evals_without_improvement >= patience
 
     def do_checkpoint() -> None:
+        rng = [rng_state()]
+        if world > 1:  # every process's own random stream, so that dropout resumes exactly everywhere
+            from accelerate.utils import gather_object
+
+            rng = gather_object(rng)
+        weights = gathered_weights()
+        optimizer_state = sharding.full_optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
         if main:
             path = save_checkpoint(ckpt_dir, state, acc.unwrap_model(model), run.tokenizer, task,
-                                   run.config, optimizer, scheduler)
+                                   run.config, optimizer_state, scheduler, rng=rng, state_dict=weights)
             rotate_checkpoints(ckpt_dir, cfg.keep_checkpoints)
             run.hooks.sft_save_checkpoint(config=run.config, state=state, path=path)
         acc.wait_for_everyone()
@@ -263,6 +291,8 @@ def fit(run: Run) -> dict:
         run.hooks.sft_train_end(config=run.config, state=state, status=status)
 
     eval_metrics = None
+    # the last weights, gathered, unless the best model saved already becomes the run's model
+    last_weights = gathered_weights() if not final_is_best and not (has_eval and best_metrics is not None) else None
     if main:
         final_dir = run.output_dir / "model"
         if final_is_best:
@@ -283,7 +313,7 @@ def fit(run: Run) -> dict:
             replace_dir(tmp, final_dir)
             eval_metrics = best_metrics
         else:
-            write_final(acc.unwrap_model(model))
+            write_final(acc.unwrap_model(model), last_weights)
             eval_metrics = last_metrics
     acc.wait_for_everyone()
     train = {

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import SAMPLE
 
@@ -52,3 +54,97 @@ def test_two_processes_evaluate_every_example_once(tmp_path, tiny_model):
     assert [p["prediction"] for p in alone] == [p["prediction"] for p in predictions]
     for a, b in zip(alone, predictions):
         assert abs(a["score"] - b["score"]) < 1e-5
+
+
+@pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
+def test_two_processes_train_lora_and_resume_exactly(tmp_path, tiny_model):
+    """LoRA under DDP: adapter-only checkpoints, a merged model, and a resumed run that ends with the
+    same weights as an uninterrupted one."""
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+
+    def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "sft"), "run",
+               "--task", "classification", "--model", tiny_model, "--output-dir", str(out), "peft.method=lora",
+               "peft.r=4", "trainer.lr=5e-3", "trainer.max_steps=6", "trainer.eval_every=0", "trainer.save_every=3",
+               "trainer.keep_checkpoints=5", "data.max_train_samples=96", "trainer.batch_size=16", *extra]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+    straight = run(tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    checkpoint = tmp_path / "straight" / "checkpoints" / "step-00000003"
+    assert (checkpoint / "model" / "adapter_model.safetensors").is_file()
+    assert not (checkpoint / "model" / "model.safetensors").exists()
+
+    # a second run continued from the first one's step-3 checkpoint ends where the first ended
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-00000003",
+                    resumed_dir / "checkpoints" / "step-00000003")
+    resumed = run(resumed_dir, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = load_file(str(tmp_path / "straight" / "model" / "model.safetensors")), \
+        load_file(str(resumed_dir / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
+def test_two_processes_shard_the_model_with_fsdp(tmp_path, tiny_model):
+    """trainer.fsdp on the CPU (gloo): the run saves an ordinary model folder equal to the DDP run's,
+    evaluates every example once with uneven shards, and resumes exactly from a sharded checkpoint."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+
+    def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "sft"), "run",
+               "--task", "classification", "--model", tiny_model, "--output-dir", str(out), "trainer.lr=1e-3",
+               "trainer.max_steps=6", "trainer.eval_every=0", "trainer.save_every=3", "trainer.keep_checkpoints=5",
+               "data.max_eval_samples=59", "trainer.eval_batch_size=7", *extra]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+    sharded = run(tmp_path / "fsdp", "trainer.fsdp=true")
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert "sharding the model over 2 processes" in sharded.stderr
+    plain = run(tmp_path / "ddp")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+
+    weights = load_file(str(tmp_path / "fsdp" / "model" / "model.safetensors"))
+    reference = load_file(str(tmp_path / "ddp" / "model" / "model.safetensors"))
+    assert weights.keys() == reference.keys()
+    for name in weights:  # the same training, whether the weights were sharded or replicated
+        assert torch.allclose(weights[name], reference[name], atol=1e-6), name
+    AutoModelForSequenceClassification.from_pretrained(tmp_path / "fsdp" / "model")  # an ordinary folder
+    predictions = (tmp_path / "fsdp" / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 59 and json.loads((tmp_path / "fsdp" / "eval_results.json").read_text())[
+        "accuracy"] == json.loads((tmp_path / "ddp" / "eval_results.json").read_text())["accuracy"]
+
+    # the checkpoint holds the complete optimizer state, and a run resumed from it ends the same
+    saved = torch.load(tmp_path / "fsdp" / "checkpoints" / "step-00000003" / "training_state.pt", weights_only=False)
+    moments = sum(s["exp_avg"].numel() for s in saved["optimizer"]["state"].values())
+    assert moments == sum(t.numel() for t in reference.values())
+    resumed_dir = tmp_path / "resumed"
+    (resumed_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "fsdp" / "checkpoints" / "step-00000003", resumed_dir / "checkpoints" / "step-00000003")
+    resumed = run(resumed_dir, "trainer.fsdp=true", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = load_file(str(resumed_dir / "model" / "model.safetensors"))
+    for name in weights:
+        assert torch.equal(weights[name], again[name]), name
+
+
+@pytest.mark.skipif(not (BIN / "accelerate").exists(), reason="accelerate's launcher not installed")
+def test_accelerate_launch_with_the_fsdp_config_shards(tmp_path, tiny_model):
+    config = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp-cpu.yaml"
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(config), "-m", "sft_core.cli", "run", "--task",
+           "classification", "--model", tiny_model, "--output-dir", str(tmp_path), "trainer.max_steps=2",
+           "trainer.eval_every=0", "trainer.save_every=0"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sharding the model over 2 processes" in proc.stderr
+    assert (tmp_path / "model" / "model.safetensors").is_file()
