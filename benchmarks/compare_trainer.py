@@ -17,6 +17,7 @@ batch 16, lr 3e-4; both 3 epochs, linear schedule, 10% warmup, weight decay 0.01
     python benchmarks/compare_trainer.py --task all --output cmp.json     # both
     python benchmarks/compare_trainer.py --task ner --train-samples 300 --epochs 1 --skip-default   # a quick check
     python benchmarks/compare_trainer.py --task all --precision bf16 --skip-default   # both with bf16 autocast
+    python benchmarks/compare_trainer.py --model smollm2 --lora --skip-default        # SmolLM2 + LoRA, against peft
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="both frameworks in fp32, or both with bf16 autocast (sft: trainer.mixed_precision=bf16, "
                         "the Trainer: bf16=True); bf16 pays off on CPUs with AVX512-BF16 or AMX")
     p.add_argument("--skip-default", action="store_true", help="skip the slow pad-to-max-length Trainer run")
+    p.add_argument("--lora", action="store_true", help="both sides train LoRA adapters (r 16, alpha 32, dropout "
+                   "0.05, the family's default layers; sft's peft section, peft's get_peft_model for the Trainer)")
     p.add_argument("--output", help="also write the figures as JSON here")
     return p.parse_args(argv)
 
@@ -114,6 +117,13 @@ def compare(w: Workload, args: argparse.Namespace, model_dir: str, env: dict, wo
            f"trainer.mixed_precision={'bf16' if args.precision == 'bf16' else 'no'}",
            # the Trainer side evaluates once at the end and saves no checkpoints: do the same work
            "trainer.eval_every=0", "trainer.save_every=0"]
+    lora_args = []
+    if args.lora:  # the same adapters on both sides; sft keeps them unmerged, as the Trainer does
+        targets = lora_targets(model_dir)
+        cmd += ["peft.method=lora", "peft.r=16", "peft.alpha=32", "peft.dropout=0.05", "peft.save=adapter",
+                f"peft.target_modules=[{','.join(targets)}]"]
+        lora_args = ["--lora", "--lora-r", "16", "--lora-alpha", "32", "--lora-dropout", "0.05",
+                     "--lora-targets", ",".join(targets)]
     print(f"{w.task}: running sft ...", file=sys.stderr)
     _, wall, rss = run_measured(cmd, env)
     train = json.loads((sft_out / "train_results.json").read_text())
@@ -132,6 +142,7 @@ def compare(w: Workload, args: argparse.Namespace, model_dir: str, env: dict, wo
                "--batch-size", str(batch_size), "--eval-batch-size", str(args.eval_batch_size),
                "--max-length", str(args.max_length), "--seed", str(args.seed), "--padding", padding,
                "--output-dir", str(work / f"{w.task}-{name}"), *(["--bf16"] if args.precision == "bf16" else []),
+               *lora_args,
                *(["--eval-samples", str(args.eval_samples)] if args.eval_samples else [])]
         done, wall, rss = run_measured(cmd, env)
         out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -141,10 +152,20 @@ def compare(w: Workload, args: argparse.Namespace, model_dir: str, env: dict, wo
     return results
 
 
+def lora_targets(model_dir: str) -> list[str]:
+    """The layer names sft adapts by default for this model's family (both sides get the same list)."""
+    from sft_core.adapters import FAMILY_TARGETS
+
+    kind = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
+    if kind not in FAMILY_TARGETS:
+        sys.exit(f"--lora: no default layer names for {kind} models in sft_core.adapters.FAMILY_TARGETS")
+    return FAMILY_TARGETS[kind]
+
+
 def report(w: Workload, args: argparse.Namespace, results: dict) -> None:
     print(f"\n{w.task}: {args.train_samples or w.train_samples} training examples of {w.train_file}, "
           f"{args.epochs} epochs, batch {args.batch_size or w.batch_size}, lr {args.lr or w.lr}, max length "
-          f"{args.max_length}, {args.precision}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n")
+          f"{args.max_length}, {args.precision}{', LoRA' if args.lora else ''}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n")
     print(f"| {'figure':<26} | " + " | ".join(f"{n:>15}" for n in results) + " |")
     print(f"|{'-' * 28}|" + "|".join("-" * 17 for _ in results) + "|")
     for key in [*FIGURES, w.metric]:

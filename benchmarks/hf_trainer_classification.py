@@ -44,7 +44,7 @@ from transformers import (  # noqa: E402
 )
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for trainer_common next to this file
-from trainer_common import default_model_path, figures, run_and_print  # noqa: E402
+from trainer_common import add_lora_arguments, default_model_path, figures, prepare_model, run_and_print  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,6 +66,7 @@ def parse_args():
     p.add_argument("--padding", choices=["max_length", "dynamic"], default="max_length")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (TrainingArguments(bf16=True)); fp32 otherwise")
     p.add_argument("--output-dir", default=None, help="Trainer output dir (a temp dir by default)")
+    add_lora_arguments(p)
     return p.parse_args()
 
 
@@ -89,6 +90,7 @@ def main(args, output_dir):
     model = AutoModelForSequenceClassification.from_pretrained(
         args.model, num_labels=2, dtype=torch.float32
     )
+    model = prepare_model(model, tokenizer, args, "SEQ_CLS")
     startup = time.perf_counter() - START
 
     t0 = time.perf_counter()

@@ -47,3 +47,27 @@ def run_and_print(main, args, start, prefix):
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     result["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
     print(json.dumps(result), flush=True)
+
+
+def add_lora_arguments(parser):
+    """The options both scripts take for LoRA through peft, written the way a peft user would."""
+    parser.add_argument("--lora", action="store_true", help="train LoRA adapters with peft (the head fully)")
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--lora-alpha", type=float, default=32)
+    parser.add_argument("--lora-dropout", type=float, default=0.05)
+    parser.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                        help="comma-separated module names (default: Llama/SmolLM2's attention and MLP projections)")
+
+
+def prepare_model(model, tokenizer, args, task_type):
+    """A decoder-only checkpoint's pad token, as its users set it, and LoRA when asked for."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if not getattr(args, "lora", False):
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(task_type=task_type, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                        target_modules=args.lora_targets.split(","))
+    return get_peft_model(model, config)

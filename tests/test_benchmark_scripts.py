@@ -87,3 +87,26 @@ def test_tiny_ner_trainer_run(ner_script, tiny_model, tmp_path, padding, bf16):
     assert result["train_samples"] == 3 and result["eval_samples"] == 3
     assert result["train_samples_per_second"] > 0 and result["eval_samples_per_second"] > 0
     assert 0 <= result["f1"] <= 1
+
+
+def test_tiny_ner_trainer_run_with_lora_on_a_decoder(ner_script, tmp_path):
+    from sft_core.testing import tiny_decoder
+
+    model = tiny_decoder(tmp_path / "llama", [line.split(" ")[0] for line in CONLL.splitlines() if line] * 3)
+    (tmp_path / "conll2003").mkdir()
+    for name in ("eng.train", "eng.testa"):
+        (tmp_path / "conll2003" / name).write_text(CONLL)
+    args = ner_script.parse_args(["--model", model, "--data-dir", str(tmp_path), "--epochs", "1", "--batch-size", "2",
+                                  "--max-length", "16", "--padding", "dynamic", "--lora", "--lora-r", "4"])
+    result = ner_script.main(args, str(tmp_path / "out"))
+    assert result["train_samples"] == 3 and result["eval_samples"] == 3
+
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from trainer_common import prepare_model
+
+    adapted = prepare_model(AutoModelForTokenClassification.from_pretrained(model, num_labels=3),
+                            AutoTokenizer.from_pretrained(model), args, "TOKEN_CLS")
+    trainable = [n for n, p in adapted.named_parameters() if p.requires_grad]
+    assert any("lora_A" in n for n in trainable) and any(".score." in n for n in trainable)
+    assert all("lora_A" in n or "lora_B" in n or ".score." in n for n in trainable), trainable

@@ -1,4 +1,5 @@
-"""The conformance kit (sft_core.testing) on every built-in task.
+"""The conformance kit (sft_core.testing) on every built-in task, on a BERT encoder and on a
+decoder-only (Llama-architecture) backbone.
 
 A task added to sft is one more entry here; a task whose model is not an encoder passes its own
 tiny-model builder, e.g. ``Case("translation", tiny_model=build_tiny_marian)``.
@@ -6,9 +7,18 @@ tiny-model builder, e.g. ``Case("translation", tiny_model=build_tiny_marian)``.
 
 from __future__ import annotations
 
-from sft_core.testing import TaskConformance, conformance_cases
+from sft_core.testing import Case, TaskConformance, conformance_cases, example_texts, tiny_decoder
+
+
+def tiny_llama(folder, examples):
+    return tiny_decoder(folder, example_texts(examples), family="llama")
 
 
 @conformance_cases("classification", "ner", "qa")
 class TestBuiltinTasks(TaskConformance):
+    pass
+
+
+@conformance_cases(*(Case(task, tiny_model=tiny_llama) for task in ("classification", "ner", "qa")))
+class TestBuiltinTasksOnADecoder(TaskConformance):
     pass
