@@ -41,10 +41,10 @@ test-slow: setup-llm  ## integration tests on the real MiniLM and SmolLM2 and ..
 DATA_DIR ?= ../shared/data
 BENCH ?= all
 
-bench: setup-llm  ## every recipe of configs/ at its stated budget (about 2 h 15 min on 2 CPU cores; BENCH=glue for one suite)
+bench: setup-llm  ## every recipe of configs/ at its stated budget (about 3 h 25 min on 2 CPU cores; BENCH=glue for one suite)
 	$(BIN)/sft bench $(BENCH) --data-dir $(DATA_DIR) --output bench-results/full
 
-bench-quick: setup-llm  ## the same recipes on small subsets: a smoke check (about 5 min for all eight)
+bench-quick: setup-llm  ## the same recipes on small subsets: a smoke check (about 9 min for all)
 	$(BIN)/sft bench $(BENCH) --data-dir $(DATA_DIR) --quick --output bench-results/quick
 
 bench-trainer: setup  ## sft against the Hugging Face Trainer, classification and NER (about 40 min on 2 CPU cores)

@@ -219,7 +219,7 @@ def merged_copy(model, batch: dict | None):
     return merged
 
 
-def adapter_info(model, config, base_path: str) -> dict:
+def adapter_info(config, base_path: str) -> dict:
     """What ``sft_task.json`` records of an adapter-only folder: the base model to load it onto."""
     return {"base_model": config.model, "base_model_path": base_path, "method": config.peft.method}
 

@@ -16,6 +16,9 @@ from pathlib import Path
 from . import __version__
 
 
+FEATURES_REVISION = 2
+
+
 def cache_root() -> Path:
     """Where sft caches what it derives from data: ``$SFT_CACHE_DIR``, else ``~/.cache/sft``."""
     return Path(os.environ.get("SFT_CACHE_DIR") or Path.home() / ".cache" / "sft")
@@ -29,6 +32,9 @@ def _fingerprint(task, config, tokenizer, examples: list[dict], split: str) -> s
     h = hashlib.sha256()
     identity = {
         "sft": __version__,
+        # raised when a built-in task's features change for the same inputs (2: NER words as running
+        # text for byte-level BPE tokenizers)
+        "features": FEATURES_REVISION,
         "task": config.task,
         "task_class": type(task).__qualname__,
         "split": split,

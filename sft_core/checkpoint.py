@@ -52,7 +52,7 @@ def save_model_folder(path: Path, model, tokenizer, task, config, merge: bool = 
             model = adapters.merged_copy(model, merge_batch)
         else:
             base = next(iter(model.peft_config.values())).base_model_name_or_path
-            info["adapter"] = adapters.adapter_info(model, config, base)
+            info["adapter"] = adapters.adapter_info(config, base)
     model.save_pretrained(path, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
