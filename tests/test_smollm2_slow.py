@@ -50,10 +50,10 @@ def test_smollm2_lora_classifies_sst2_sentences(tmp_path):
 
     sst2 = SHARED_DATA / "glue" / "SST-2"
     result = train_tiny(tmp_path, "smollm2", **{
-        "data.train": str(sst2 / "train.tsv"), "data.eval": str(sst2 / "dev.tsv"), "data.max_train_samples": 256,
-        "data.max_eval_samples": 128, "trainer.epochs": 1, "trainer.lr": 5e-4, "trainer.batch_size": 16,
+        "data.train": str(sst2 / "train.tsv"), "data.eval": str(sst2 / "dev.tsv"), "data.max_train_samples": 512,
+        "data.max_eval_samples": 128, "trainer.epochs": 2, "trainer.lr": 1e-3, "trainer.batch_size": 16,
         "trainer.save_every": 0, "peft.method": "lora", "peft.save": "adapter"})
-    assert result["eval"]["accuracy"] >= 0.75  # the untrained head: about 0.5
+    assert result["eval"]["accuracy"] >= 0.75  # the untrained head: about 0.5; measured 0.80
     info = json.loads((tmp_path / "run_info.json").read_text())["parameters"]
     assert info["trainable"] < 0.05 * info["total"]
     again = runner.evaluate_saved(str(tmp_path / "model"), str(sst2 / "dev.tsv"), str(tmp_path / "again"), PluginHost(),
