@@ -235,3 +235,22 @@ def test_gradient_checkpointing_in_a_run(tmp_path, backbones):
     plain, checkpointed = _weights(tmp_path / "plain" / "model"), _weights(tmp_path / "gc" / "model")
     for name in plain:
         assert torch.allclose(plain[name], checkpointed[name], atol=1e-6), name
+
+
+def test_the_best_adapters_are_the_ones_merged(tmp_path, backbones):
+    # eval_samples never improves on the first evaluation: step 2 stays the best of 2, 4 and 6
+    result = train_tiny(tmp_path, backbones["llama"], **{**LORA, "trainer.max_steps": 6, "trainer.eval_every": 2,
+                                                         "trainer.save_every": 0, "trainer.metric_for_best": "eval_samples"})
+    assert result["best_step"] == 2
+    best = tmp_path / "checkpoints" / "best"
+    assert adapters.is_adapter_folder(best)
+
+    from transformers import AutoModelForSequenceClassification
+
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
+    _, _, task = runner.load_saved(str(best), PluginHost(), [])
+    _, adapted = runner.load_model(task, str(best))
+    adapted.eval()
+    batch = {k: v for k, v in _batch(str(tmp_path / "model")).items() if k != "labels"}
+    with torch.no_grad():
+        assert (merged(**batch).logits - adapted(**batch).logits).abs().max().item() <= 1e-4
