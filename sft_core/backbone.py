@@ -45,16 +45,12 @@ def sync_pad_token(model, tokenizer) -> None:
         generation.pad_token_id = pad
 
 
-def is_decoder_only(model) -> bool:
-    """Whether ``model`` is built on a causal (decoder-only) language model."""
-    config = getattr(model, "config", None)
-    if config is None or getattr(config, "is_encoder_decoder", False):
-        return False
+def _decoder_only(model_type: str) -> bool:
+    """Whether models of ``model_type`` are causal (decoder-only) language models."""
     from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                                                         MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
-    kind = getattr(config, "model_type", None)
-    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def enable_gradient_checkpointing(model, name: str) -> None:
@@ -77,8 +73,8 @@ def parameter_counts(model) -> dict[str, int]:
     trainable = frozen = 0
     for param in model.parameters():  # parameters() yields a tied tensor once
         n = param.numel()
-        if hasattr(param, "quant_storage") or type(param).__name__ == "Params4bit":
-            n *= 2  # bitsandbytes packs two 4-bit values per element
+        if type(param).__name__ == "Params4bit":
+            n *= 2  # bitsandbytes packs two 4-bit values per element (QLoRA)
         if param.requires_grad:
             trainable += n
         else:
@@ -97,17 +93,12 @@ def with_head(auto_class, name_or_path: str, head: str, **kwargs):
     or, for a model family that transformers gives no such head, a one-line error naming the
     families that have one (the decoder-only ones, for a decoder-only model)."""
     from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
     config = AutoConfig.from_pretrained(name_or_path)
     mapping = auto_class._model_mapping
     if type(config) not in mapping:
-        kinds = list(mapping._model_mapping)
-        decoder = config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-        if decoder:
-            kinds = [k for k in kinds if k in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and k not in MODEL_FOR_MASKED_LM_MAPPING_NAMES]
-        families = ", ".join(sorted(kinds))
+        decoder = _decoder_only(config.model_type)
+        families = ", ".join(sorted(k for k in mapping._model_mapping if not decoder or _decoder_only(k)))
         raise SFTError(f"{name_or_path}: transformers has no {head} head for {config.model_type} models; "
                        f"{'decoder-only ' if decoder else ''}families with one: {families}")
     return auto_class.from_pretrained(name_or_path, **kwargs)

@@ -98,8 +98,10 @@ def install(model, first: int | None = None) -> bool:
 def _inner(model):
     """The model inside a distributed wrapper (DDP keeps it as ``.module``) and an adapter wrapper
     (peft's ``get_base_model()``)."""
+    from .adapters import is_peft_model
+
     model = getattr(model, "module", model)
-    return model.get_base_model() if hasattr(model, "get_base_model") and hasattr(model, "peft_config") else model
+    return model.get_base_model() if is_peft_model(model) else model
 
 
 @contextmanager

@@ -108,17 +108,16 @@ def _limit(examples: list, n: int | None) -> list:
     return examples[:n] if n else examples
 
 
-def load_model(task, path: str, prepare=None, trainable: bool = False):
+def load_model(task, path: str, trainable: bool = False, gradient_checkpointing: bool = False):
     """Tokenizer and model of ``path`` through the task, with loading failures turned into one clear line.
 
     ``path`` is a model folder, a hub id, or an adapter-only folder written by sft (its base model
     is built by the task, then the adapters are loaded onto it; ``trainable`` to train them on).
     The tokenizer gets a pad token (its own, else its EOS) and the model's config the same id.
-    ``prepare(model)`` runs on the base model before any adapters are loaded (e.g. gradient
-    checkpointing) and returns the model to use.
+    Gradient checkpointing is switched on in the base model, before any adapters are loaded.
     """
     from . import adapters
-    from .backbone import ensure_pad_token, sync_pad_token
+    from .backbone import enable_gradient_checkpointing, ensure_pad_token, sync_pad_token
 
     folder = Path(path)
     base = path
@@ -134,22 +133,11 @@ def load_model(task, path: str, prepare=None, trainable: bool = False):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SFTError(f"cannot load model {base!r}: {first}") from None
     sync_pad_token(model, tokenizer)
-    if prepare is not None:
-        model = prepare(model)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model, base)
     if base != path:
         model = adapters.load(model, folder, trainable=trainable)
     return tokenizer, model
-
-
-def _prepare_for_training(config: RunConfig, name: str):
-    """What the engine does to a freshly built model before training: gradient checkpointing."""
-    def prepare(model):
-        if config.trainer.gradient_checkpointing:
-            from .backbone import enable_gradient_checkpointing
-
-            enable_gradient_checkpointing(model, name)
-        return model
-    return prepare
 
 
 def train(config: RunConfig, host, resume: bool | str = False) -> dict:
@@ -189,7 +177,8 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
         # a task may resolve names of its own (e.g. a model built from a configuration)
         model_path = getattr(task, "resolve_model", resolve_model)(config.model)
     set_seed(config.trainer.seed)
-    tokenizer, model = load_model(task, model_path, prepare=_prepare_for_training(config, config.model), trainable=True)
+    tokenizer, model = load_model(task, model_path, trainable=True,
+                                  gradient_checkpointing=config.trainer.gradient_checkpointing)
     from . import adapters
     from .backbone import describe_counts, parameter_counts
 

@@ -79,16 +79,12 @@ def full_optimizer_state(model, optimizer) -> dict:
     """The complete optimizer state on the main process, keyed by parameter name; a collective."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    return get_optimizer_state_dict(model, _inner(optimizer), options=_options())
+    return get_optimizer_state_dict(model, optimizer, options=_options())
 
 
 def load_optimizer_state(model, optimizer, state: dict) -> None:
     """Every process takes its slice of a complete optimizer state saved by ``full_optimizer_state``."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    set_optimizer_state_dict(model, _inner(optimizer), optim_state_dict=state,
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
                              options=StateDictOptions(full_state_dict=True))
-
-
-def _inner(optimizer):
-    return getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper keeps it as .optimizer

@@ -290,20 +290,21 @@ def fit(run: Run) -> dict:
         run.hooks.sft_train_end(config=run.config, state=state, status=status)
 
     eval_metrics = None
+    keep_best = has_eval and best_metrics is not None  # the best evaluation's model becomes the run's
     # the last weights, gathered, unless the best model saved already becomes the run's model
-    last_weights = gathered_weights() if not final_is_best and not (has_eval and best_metrics is not None) else None
+    last_weights = None if final_is_best or keep_best else gathered_weights()
     if main:
         final_dir = run.output_dir / "model"
         if final_is_best:
             eval_metrics = best_metrics  # already written by the final evaluation
-        elif has_eval and best_metrics is not None and best_dir.is_dir() and merge:
+        elif keep_best and best_dir.is_dir() and merge:
             # the best adapters, merged, become the run's model
             from .adapters import load_weights
 
             load_weights(acc.unwrap_model(model), best_dir)
             write_final(acc.unwrap_model(model))
             eval_metrics = best_metrics
-        elif has_eval and best_metrics is not None and best_dir.is_dir():
+        elif keep_best and best_dir.is_dir():
             # the best model becomes the run's model; its metrics are the run's results
             tmp = run.output_dir / ".tmp-model"
             if tmp.exists():

@@ -41,49 +41,46 @@ PEOPLE = ("Anna", "Boris", "Carla", "David", "Elena")
 PLACES = ("Paris", "Berlin", "Oslo", "Madrid", "Vienna")
 
 
-def write_cue_classification(folder: Path, n_train: int = 160, n_eval: int = 40, seed: int = 0) -> tuple[Path, Path]:
-    """JSONL sentences whose label is set by one cue word at a random position (positive/negative)."""
-    import json
+def _write_splits(folder: Path, extension: str, counts: tuple[int, int], seed: int, record, separator: str):
+    """train and eval files of ``record(rng, i)`` texts (one random stream for both, train first)."""
     import random
 
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, n in (("train.jsonl", n_train), ("eval.jsonl", n_eval)):
-        lines = []
-        for i in range(n):
-            label = "positive" if i % 2 == 0 else "negative"
-            words = rng.choices(NEUTRAL, k=rng.randint(3, 8))
-            words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == "positive" else NEGATIVE))
-            lines.append(json.dumps({"sentence": " ".join(words), "label": label}))
-        path = folder / name
-        path.write_text("\n".join(lines) + "\n")
+    for name, n in zip(("train", "eval"), counts):
+        path = folder / f"{name}.{extension}"
+        path.write_text(separator.join(record(rng, i) for i in range(n)) + "\n")
         paths.append(path)
     return paths[0], paths[1]
+
+
+def write_cue_classification(folder: Path, n_train: int = 160, n_eval: int = 40, seed: int = 0) -> tuple[Path, Path]:
+    """JSONL sentences whose label is set by one cue word at a random position (positive/negative)."""
+    import json
+
+    def sentence(rng, i: int) -> str:
+        label = "positive" if i % 2 == 0 else "negative"
+        words = rng.choices(NEUTRAL, k=rng.randint(3, 8))
+        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label == "positive" else NEGATIVE))
+        return json.dumps({"sentence": " ".join(words), "label": label})
+
+    return _write_splits(folder, "jsonl", (n_train, n_eval), seed, sentence, "\n")
 
 
 def write_name_ner(folder: Path, n_train: int = 160, n_eval: int = 40, seed: int = 0) -> tuple[Path, Path]:
     """CoNLL sentences in which people and places (one word, or "New York") are the entities."""
-    import random
+    def sentence(rng, i: int) -> str:
+        rows = [(w, "O") for w in rng.choices(NEUTRAL, k=rng.randint(3, 7))]
+        for _ in range(rng.randint(1, 2)):
+            kind = rng.choice(("PER", "LOC", "NY"))
+            entity = ([(rng.choice(PEOPLE), "B-PER")] if kind == "PER" else [(rng.choice(PLACES), "B-LOC")]
+                      if kind == "LOC" else [("New", "B-LOC"), ("York", "I-LOC")])
+            at = rng.randint(0, len(rows))
+            rows[at:at] = entity
+        return "\n".join(f"{w} {t}" for w, t in rows)
 
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, n in (("train.conll", n_train), ("eval.conll", n_eval)):
-        blocks = []
-        for _ in range(n):
-            rows = [(w, "O") for w in rng.choices(NEUTRAL, k=rng.randint(3, 7))]
-            for _ in range(rng.randint(1, 2)):
-                kind = rng.choice(("PER", "LOC", "NY"))
-                entity = ([(rng.choice(PEOPLE), "B-PER")] if kind == "PER" else [(rng.choice(PLACES), "B-LOC")]
-                          if kind == "LOC" else [("New", "B-LOC"), ("York", "I-LOC")])
-                at = rng.randint(0, len(rows))
-                rows[at:at] = entity
-            blocks.append("\n".join(f"{w} {t}" for w, t in rows))
-        path = folder / name
-        path.write_text("\n\n".join(blocks) + "\n")
-        paths.append(path)
-    return paths[0], paths[1]
+    return _write_splits(folder, "conll", (n_train, n_eval), seed, sentence, "\n\n")
 
 
 def constructed_texts() -> list[str]:
