@@ -30,7 +30,8 @@ from .errors import ConfigError, SFTError
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-MERGE_TOLERANCE = 1e-4  # largest absolute difference of merged and adapter outputs a merged save accepts
+MERGE_TOLERANCE = 1e-4  # largest difference of merged and adapter outputs a merged save accepts, relative to
+# the largest output magnitude (at least 1)
 
 _ATTENTION_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _BERT = ["query", "key", "value", "dense"]
@@ -211,11 +212,14 @@ def merged_copy(model, batch: dict | None):
     merged = copied.merge_and_unload()
     if reference is not None:
         with torch.no_grad():
-            difference = (_outputs(merged, batch) - reference).abs().max().item()
+            # relative to the outputs' scale: fp32 rounding grows with the magnitude (a language
+            # model's logits reach 30 and more, a classifier's stay near 1)
+            scale = max(1.0, reference.abs().max().item())
+            difference = (_outputs(merged, batch) - reference).abs().max().item() / scale
         if not difference <= MERGE_TOLERANCE:
-            raise SFTError(f"merging the adapters changed the model's outputs by up to {difference:.3g} (more than "
-                           f"{MERGE_TOLERANCE:g}); not saving a wrong merged model. Use peft.save=adapter to keep "
-                           "the adapters separate")
+            raise SFTError(f"merging the adapters changed the model's outputs by up to {difference:.3g} of their scale "
+                           f"(more than {MERGE_TOLERANCE:g}); not saving a wrong merged model. Use peft.save=adapter "
+                           "to keep the adapters separate")
     return merged
 
 

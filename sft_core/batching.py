@@ -70,7 +70,8 @@ def build_features(task, config, tokenizer, examples: list[dict], split: str, us
     )
     if "example_id" not in features.column_names:
         raise RuntimeError(f"task {config.task!r}: preprocess() must keep the 'example_id' column")
-    return features
+    finish = getattr(task, "finish_features", None)  # contract 1.1: e.g. packing, truncation counts
+    return finish(features, split) if finish is not None else features
 
 
 def feature_lengths(features) -> list[int]:

@@ -102,17 +102,24 @@ def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from
 
 
 @cli.command("eval")
-@click.option("--model", "model_dir", required=True, type=click.Path(), help="Model folder written by `sft run` (RUN/model).")
-@click.option("--data", required=True, help="Evaluation data file, or a dataset as hf:NAME[:CONFIG]@SPLIT.")
-@click.option("--output-dir", help="Where eval_results.json and predictions go (default: next to the model, in eval/).")
+@click.option("--model", "model_dir", required=True, help="Model folder written by `sft run` (RUN/model); with --task, "
+              "also a model that was never fine-tuned (alias, folder or hub id): its zero-shot baseline.")
+@click.option("--task", "task_name", help="Task to evaluate an untrained model on (a saved model knows its task).")
+@click.option("--config", "configs", multiple=True, type=click.Path(), help="YAML config file (e.g. the recipe); repeatable.")
+@click.option("--data", help="Evaluation data file, or a dataset as hf:NAME[:CONFIG]@SPLIT (default: data.eval of --config).")
+@click.option("--output-dir", help="Where eval_results.json and predictions go (default: next to the model, in eval/; "
+              "for an untrained model OUTPUT_DIR/zero-shot).")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.pass_context
-def eval_(ctx, model_dir, data, output_dir, overrides):
-    """Evaluate a saved model on a data file; prints and writes the metrics."""
+def eval_(ctx, model_dir, task_name, configs, data, output_dir, overrides):
+    """Evaluate a saved model (or, with --task, an untrained one) on a data file; prints and writes the metrics."""
     host = _host(ctx)
     from . import runner
 
-    result = runner.evaluate_saved(model_dir, data, output_dir, host, _layers((), overrides))
+    layers = [(s, {k: v for k, v in layer.items() if k != "task"}) for s, layer in _layers(configs, overrides)]
+    if task_name is None and not (Path(model_dir) / "sft_task.json").is_file():
+        task_name = next((layer["task"] for _, layer in reversed(_layers(configs, ())) if layer.get("task")), None)
+    result = runner.evaluate_saved(model_dir, data, output_dir, host, layers, task_name=task_name)
     click.echo(json.dumps(result["metrics"], indent=2))
     click.echo(f"written to {result['output_dir']}", err=True)
 

@@ -328,6 +328,15 @@ def _apply(values: dict, flat: dict[str, Any], spec, source: str) -> None:
             continue
         section, _, name = key.partition(".")
         cls = sections.get(section)
+        field_name, dot, inner = name.partition(".")
+        if dot and cls is not None and _field_types(cls).get(field_name) in (dict, typing.Any):
+            # a mapping-valued key (e.g. data.verbalizer) was flattened: nest it back
+            target = values.setdefault(section, {}).setdefault(field_name, {})
+            *parents, last = inner.split(".")
+            for part in parents:
+                target = target.setdefault(part, {})
+            target[last] = value
+            continue
         if cls is None or name not in {f.name for f in dataclasses.fields(cls)}:
             close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
             if not close:  # try the field name alone, e.g. "lr" -> "trainer.lr"

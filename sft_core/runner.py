@@ -207,6 +207,10 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
     with accelerator.main_process_first():
         train_features = build_features(task, config, tokenizer, train_examples, "train")
         eval_features = build_features(task, config, tokenizer, eval_examples, "eval") if eval_examples else None
+    report = getattr(task, "report", None)  # e.g. truncation counts, packing, a mixture's composition
+    if main and report:
+        info = json.loads((output_dir / "run_info.json").read_text(encoding="utf-8"))
+        _write_json(output_dir / "run_info.json", {**info, "data": report})
 
     run = Run(config=config, task=task, hooks=host.hook, accelerator=accelerator, model=model,
               tokenizer=tokenizer, train_features=train_features, eval_features=eval_features,
@@ -243,22 +247,67 @@ def load_saved(model_dir: str, host, layers: list[tuple[str, dict]]):
     return spec, config, task
 
 
-def evaluate_saved(model_dir: str, data: str, output_dir: str | None, host, layers=()) -> dict:
-    """``sft eval``: score a saved model on ``data``; writes eval_results.json and predictions."""
+def _pretrained(model: str, host, task_name: str, layers: list[tuple[str, dict]]):
+    """(config, task, model path) for a model that was not written by sft (an alias, a folder, a hub id)."""
+    spec = host.get_task(task_name)
+    config = build_config(spec, [*layers, ("--model", {"model": model})])
+    task = spec.factory(config)
+    return config, task, getattr(task, "resolve_model", resolve_model)(config.model)
+
+
+def _is_sft_folder(model: str) -> bool:
+    return (Path(model) / TASK_FILE).is_file()
+
+
+def prepare_for_inference(model: str, host, task_name: str, layers=()):
+    """(task, tokenizer, model in eval mode) for a model folder written by sft, or, when ``model`` is
+    not one, for ``model`` as the pretrained backbone of task ``task_name``."""
+    _quiet_libraries()
+    if _is_sft_folder(model):
+        _, config, task = load_saved(model, host, list(layers))
+        path = model
+    else:
+        config, task, path = _pretrained(model, host, task_name, list(layers))
+    tokenizer, loaded = load_model(task, path)
+    loaded.eval()
+    return task, tokenizer, loaded
+
+
+def evaluate_saved(model_dir: str, data: str | None, output_dir: str | None, host, layers=(),
+                   task_name: str | None = None) -> dict:
+    """``sft eval``: score a saved model on ``data``; writes eval_results.json and predictions.
+
+    A model that was not written by sft (e.g. ``smollm2``, a hub id) is evaluated as the untrained
+    starting point of ``task_name``: its zero-shot baseline, measured the same way as a trained model.
+    """
     from .batching import build_features
     from .evaluation import evaluate
 
     _quiet_libraries()
-    _, config, task = load_saved(model_dir, host, list(layers))
+    layers = list(layers)
+    pretrained = not _is_sft_folder(model_dir) and task_name is not None
+    if pretrained:
+        config, task, model_path = _pretrained(model_dir, host, task_name, layers)
+    else:
+        _, config, task = load_saved(model_dir, host, layers)
+        if task_name is not None and task_name != config.task:
+            raise SFTError(f"{model_dir} is a model of task {config.task!r}, not {task_name!r}")
+        model_path = model_dir
+    data = data or config.data.eval  # None: the task's built-in sample
     accelerator = make_accelerator(config)
     examples = _limit(task.load("eval", resolve_source(data)), config.data.max_eval_samples)
     if not examples:
-        raise SFTError(f"no examples in {data}")
-    tokenizer, model = load_model(task, model_dir)
+        raise SFTError(f"no examples in {data or 'the built-in sample'}")
+    if pretrained:
+        task.setup(examples)  # what training data would define (e.g. a label map), from the evaluation data
+    tokenizer, model = load_model(task, model_path)
     model.to(accelerator.device)
     features = build_features(task, config, tokenizer, examples, "eval")
     metrics, predictions = evaluate(accelerator, task, model, features, examples, config.trainer.eval_batch_size)
-    out = Path(output_dir) if output_dir else Path(model_dir).resolve().parent / "eval"
+    if output_dir:
+        out = Path(output_dir)
+    else:
+        out = Path(config.output_dir) / "zero-shot" if pretrained else Path(model_dir).resolve().parent / "eval"
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "eval_results.json", metrics)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 #: Version of the plugin contract this sft provides, "MAJOR.MINOR". A plugin declares the version it
 #: targets with a module attribute ``SFT_CONTRACT = "1.0"`` in its entry-point module; it loads when
 #: the major versions are equal and its minor version is not newer than this one.
-CONTRACT_VERSION = "1.0"
+CONTRACT_VERSION = "1.1"
 
 
 class Register(Protocol):
@@ -108,6 +108,20 @@ class Task(Protocol):
     # optional: def gold_predictions(self, examples: list[dict]) -> list[Any]
     #     One prediction per example from its gold annotation, in the form ``postprocess`` returns;
     #     the conformance kit (``sft_core.testing``) checks that they score perfectly.
+    #
+    # Added in contract 1.1 (all optional; 1.0 plugins load unchanged):
+    # def finish_features(self, features, split: str) -> features
+    #     Called on the tokenized features of a split (also when they come from the cache), before
+    #     batching: e.g. to pack training sequences or to count truncation. Returns the features.
+    # instruction_prompt: str
+    # def instruction_fields(self, example: dict) -> dict[str, str]
+    # def instruction_answer(self, example: dict) -> str
+    # def instruction_prediction(self, text: str, example: dict) -> Any
+    #     The task's data as instructions for a causal LM (the instruct task's ``data.source_task``):
+    #     the default user message (a format string over the fields), the named texts of an
+    #     example, the answer the model should write, and a generated answer turned into the form
+    #     ``postprocess`` returns, so that ``compute_metrics`` scores generations as it scores the
+    #     task's own predictions.
 
 
 def prediction_files(task) -> tuple[str, ...]:

@@ -22,3 +22,10 @@ class TestBuiltinTasks(TaskConformance):
 @conformance_cases(*(Case(task, tiny_model=tiny_llama) for task in ("classification", "ner", "qa")))
 class TestBuiltinTasksOnADecoder(TaskConformance):
     pass
+
+
+@conformance_cases(Case("instruct", tiny_model=tiny_llama,
+                        overrides={"instruct.chat_template": "chatml", "instruct.max_new_tokens": 8,
+                                   "peft.method": "none", "trainer.max_length": 128}))
+class TestInstructTask(TaskConformance):
+    pass

@@ -160,6 +160,34 @@ class ClassificationTask:
                           "label": example["label"], "prediction": prediction["label"], "score": prediction["score"]}
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
+    # --- the data as instructions (contract 1.1; the instruct task's data.source_task) ----------
+    instruction_prompt = "Classify this text.\n\n{text}"
+
+    def instruction_fields(self, example: dict) -> dict[str, str]:
+        return {"text": example["text"], "text_pair": example.get("text_pair") or ""}
+
+    def instruction_answer(self, example: dict) -> str:
+        if self.regression:
+            return f"{float(example['label']):.2f}".rstrip("0").rstrip(".")
+        return _label_key(example["label"])
+
+    def instruction_prediction(self, text: str, example: dict) -> dict:
+        """The label a generated answer names: the whole answer, else the label name that comes first in it;
+        an answer naming no label counts as wrong (a regression answer without a number: 0)."""
+        if self.regression:
+            import re
+
+            found = re.search(r"-?\d+(?:\.\d+)?", text)
+            return {"label": float(found.group()) if found else 0.0, "score": None}
+        answer = text.strip().lower()
+        by_name = {label.lower(): label for label in self.labels}
+        found = [(answer.find(name), -len(name), by_name[name]) for name in by_name if name in answer]
+        label = by_name.get(answer) or (min(found)[2] if found else None)
+        if label is None:
+            gold = _label_key(example["label"]) if example.get("label") is not None else None
+            label = next((name for name in self.labels if name != gold), self.labels[0])
+        return {"label": label, "score": None}
+
     def read_inputs(self, texts: list[str]) -> list[dict]:
         examples = []
         for text in texts:

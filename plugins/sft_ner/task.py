@@ -210,6 +210,40 @@ class NERTask:
                 record = {"tokens": example["tokens"], "gold_tags": example["tags"], "pred_tags": prediction["tags"]}
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
+    # --- the data as instructions (contract 1.1; the instruct task's data.source_task) ----------
+    instruction_prompt = ("List the named entities in this sentence, each as TYPE: words, separated by semicolons; "
+                          "answer none if there are none.\n\n{text}")
+
+    def instruction_fields(self, example: dict) -> dict[str, str]:
+        return {"text": " ".join(example["tokens"])}
+
+    def instruction_answer(self, example: dict) -> str:
+        """Entities as text, in sentence order: ``PER: John Smith; LOC: Paris`` (``none`` without any)."""
+        words = example["tokens"]
+        spans = [f"{kind}: {' '.join(words[first:end])}" for kind, first, end in entity_spans(example["tags"])]
+        return "; ".join(spans) or "none"
+
+    def instruction_prediction(self, text: str, example: dict) -> dict:
+        """IOB2 tags from ``TYPE: words; ...``: each entity's words are placed at their first
+        occurrence after the previous entity (else anywhere still untagged); unparseable parts are ignored."""
+        words = example["tokens"]
+        tags = ["O"] * len(words)
+        cursor = 0
+        for part in text.replace("\n", ";").split(";"):
+            kind, sep, span = part.partition(":")
+            kind, entity = kind.strip(), span.split()
+            if not sep or not kind or not entity or " " in kind:
+                continue
+            n = len(entity)
+            starts = [i for i in range(len(words) - n + 1) if words[i:i + n] == entity
+                      and all(t == "O" for t in tags[i:i + n])]
+            if not starts:
+                continue
+            start = next((i for i in starts if i >= cursor), starts[0])
+            tags[start:start + n] = [f"B-{kind}"] + [f"I-{kind}"] * (n - 1)
+            cursor = start + n
+        return {"tags": tags, "scores": [1.0] * len(words)}
+
     def read_inputs(self, texts: list[str]) -> list[dict]:
         examples = []
         for n, text in enumerate(texts, 1):

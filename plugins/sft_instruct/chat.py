@@ -1,0 +1,77 @@
+"""``sft chat``: a multi-turn conversation with a model in the terminal, tokens streamed as generated.
+
+The conversation goes through the chat template saved with the model and the same generation
+settings as evaluation (``InstructTask.generate``). Imports no torch until the command runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import click
+
+HELP = "/reset starts a new conversation, /exit (or Ctrl-D) quits"
+
+
+def chat_session(model: str, host, read: Callable[[str], str], write: Callable[[str], None],
+                 system: str | None = None, max_new_tokens: int = 256, layers=()) -> list[dict]:
+    """Run a chat until ``read`` raises EOFError or returns ``/exit``; returns the last conversation."""
+    from transformers import TextStreamer
+
+    from sft_core.runner import prepare_for_inference
+
+    task, tokenizer, model_obj = prepare_for_inference(model, host, "instruct", list(layers))
+    if not hasattr(task, "generate"):
+        raise click.ClickException(f"{model} is a model of task {task.config.task!r}; sft chat talks to causal LMs")
+    from .template import prompt_ids
+
+    class Streamer(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            write(text + ("\n" if stream_end else ""))
+
+    def fresh() -> list[dict]:
+        return [{"role": "system", "content": system}] if system else []
+
+    import torch
+
+    messages = fresh()
+    write(f"chatting with {model} ({HELP})\n")
+    while True:
+        try:
+            line = read("> ")
+        except EOFError:
+            write("\n")
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/exit":
+            break
+        if text == "/reset":
+            messages = fresh()
+            write("(new conversation)\n")
+            continue
+        messages.append({"role": "user", "content": text})
+        ids = torch.tensor([prompt_ids(tokenizer, messages)])
+        streamer = Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        with torch.inference_mode():
+            answer = task.generate(model_obj, ids, torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                   streamer=streamer)[0]
+        messages.append({"role": "assistant", "content": tokenizer.decode(answer, skip_special_tokens=True).strip()})
+    return messages
+
+
+@click.command("chat")
+@click.option("--model", "model", required=True, help="Model folder written by `sft run --task instruct`, or a model alias (smollm2).")
+@click.option("--system", help="A system message that starts every conversation.")
+@click.option("--max-new-tokens", default=256, show_default=True, type=click.IntRange(min=1), help="Longest answer, in tokens.")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.pass_context
+def chat_command(ctx, model, system, max_new_tokens, overrides):
+    """Chat with a causal language model in the terminal, the answer streamed token by token."""
+    from sft_core.cli import _layers
+
+    host = ctx.find_root().obj
+    chat_session(model, host, read=input, write=lambda s: (sys.stdout.write(s), sys.stdout.flush()),
+                 system=system, max_new_tokens=max_new_tokens, layers=_layers((), overrides))
