@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-llm demo test test-slow bench bench-quick bench-trainer clean
+.PHONY: setup setup-llm demo test test-slow bench bench-quick bench-trainer bench-trl clean
 
 $(BIN)/.sft-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench-quick: setup-llm  ## the same recipes on small subsets: a smoke check (abo
 
 bench-trainer: setup  ## sft against the Hugging Face Trainer, classification and NER (about 40 min on 2 CPU cores)
 	$(BIN)/python benchmarks/compare_trainer.py --task all --data-dir $(DATA_DIR) --output bench-results/compare_trainer.json
+
+bench-trl: setup-llm  ## the instruct task against TRL's SFTTrainer on SmolLM2 + LoRA (about 15 min on 2 CPU cores)
+	$(BIN)/python -m pip install -q --no-deps "trl>=1.0"
+	$(BIN)/python benchmarks/compare_trl.py --data-dir $(DATA_DIR) --output bench-results/compare_trl.json
 
 clean:
 	rm -rf runs .pytest_cache

@@ -44,10 +44,16 @@ def test_every_recipe_resolves(host, path):
         pytest.skip(f"task {task!r} is not installed")
     spec = host.get_task(task)
     config = build_config(spec, [(str(path), layer)])
-    for key in ("train", "eval"):
-        assert getattr(config.data, key).startswith("/benchmark-data/"), f"data.{key} is not under {{data_dir}}"
+    mixture = getattr(config.options, "mixture", None)  # instruct: each source names its own files
+    sources = mixture or [{"train": config.data.train, "eval": config.data.eval}]
+    for i, source in enumerate(sources):
+        for key in ("train", "eval"):
+            assert source[key].startswith("/benchmark-data/"), f"source {i}: {key} is not under {{data_dir}}"
     quick = build_config(spec, [(str(path), layer), ("quick", dict(recipe.quick))])
-    assert quick.data.max_train_samples and quick.data.max_eval_samples  # --quick always runs a subset
+    if mixture:  # --quick always runs a subset
+        assert quick.options.mixture_size < config.options.mixture_size
+    else:
+        assert quick.data.max_train_samples and quick.data.max_eval_samples
 
 
 def test_suites_of_configs():

@@ -47,12 +47,13 @@ def info(host: PluginHost, name: str):
 
 
 def test_contract_versions():
-    assert sft_core.CONTRACT_VERSION == "1.0"
-    assert contract_problem("1.0") is None and contract_problem(1) is None and contract_problem("1") is None
-    assert contract_problem("2.0") == ("targets plugin contract 2.0, but sft-core 0.1.0 provides contract 1.0; "
+    assert sft_core.CONTRACT_VERSION == "1.1"
+    assert contract_problem("1.0") is None and contract_problem("1.1") is None
+    assert contract_problem(1) is None and contract_problem("1") is None
+    assert contract_problem("2.0") == ("targets plugin contract 2.0, but sft-core 0.1.0 provides contract 1.1; "
                                        "install a release of the plugin made for contract 1.x or a newer sft-core")
     assert "targets plugin contract 1.3" in contract_problem("1.3")  # needs features of a newer minor version
-    assert contract_problem(0) == ("targets plugin contract 0.0, but sft-core 0.1.0 provides contract 1.0; "
+    assert contract_problem(0) == ("targets plugin contract 0.0, but sft-core 0.1.0 provides contract 1.1; "
                                    "install a release of the plugin made for contract 1.x")
     assert contract_problem("one").startswith("SFT_CONTRACT = 'one' is not a contract version")
 
@@ -64,8 +65,8 @@ def test_incompatible_contract_is_a_failed_plugin_and_others_work():
     assert info(host, "sft_current").contract == "1.0" and info(host, "sft_current").error is None
     result = CliRunner().invoke(cli, ["plugins"], obj=host)
     lines = result.stdout.splitlines()
-    assert lines[0] == "sft-core 0.1.0, plugin contract 1.0"
-    assert ("sft_future  (sft_future)  FAILED: targets plugin contract 2.0, but sft-core 0.1.0 provides contract 1.0; "
+    assert lines[0] == "sft-core 0.1.0, plugin contract 1.1"
+    assert ("sft_future  (sft_future)  FAILED: targets plugin contract 2.0, but sft-core 0.1.0 provides contract 1.1; "
             "install a release of the plugin made for contract 1.x or a newer sft-core") in lines
     assert "sft_current  (sft_current)  hooks: sft_register_tasks  contract 1.0" in lines
     result = CliRunner().invoke(cli, ["tasks"], obj=host)
@@ -91,7 +92,7 @@ def test_failing_command_registration_is_reported_and_withdrawn():
     group.command("kept")(lambda: None)
     host = PluginHost(extra_plugins=(plugin("sft_cmd", sft_register_commands=sft_register_commands),))
     host.register_commands(group)
-    assert sorted(group.commands) == ["kept"]
+    assert sorted(group.commands) == ["chat", "kept"]  # chat: the built-in instruct plugin's command
     assert info(host, "sft_cmd").error == "command registration failed: RuntimeError: no config file"
     assert "sft_cmd-t" not in host.tasks and "classification" in host.tasks
 

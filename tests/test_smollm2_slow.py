@@ -59,3 +59,36 @@ def test_smollm2_lora_classifies_sst2_sentences(tmp_path):
     again = runner.evaluate_saved(str(tmp_path / "model"), str(sst2 / "dev.tsv"), str(tmp_path / "again"), PluginHost(),
                                   [("test", {"data.max_eval_samples": 128})])
     assert again["metrics"]["accuracy"] == pytest.approx(result["eval"]["accuracy"])
+
+
+def test_smollm2_instruct_masks_packing_and_a_short_run(tmp_path):
+    """On the real tokenizer (pad = EOS = <|im_end|>, ChatML with a default system prompt): the
+    answers' labels end with <|im_end|>, the model keeps packed examples apart, and a short LoRA run
+    on SST-2 as an instruction beats the untrained model measured the same way."""
+    from sft_core import runner
+    from sft_core.plugins import PluginHost
+
+    from helpers import make_config
+
+    host = PluginHost()
+    sst2 = SHARED_DATA / "glue" / "SST-2"
+    values = {"model": "smollm2", "output_dir": str(tmp_path / "run"), "data.train": str(sst2 / "train.tsv"),
+              "data.eval": str(sst2 / "dev.tsv"), "data.max_train_samples": 128, "data.max_eval_samples": 64,
+              "data.source_task": "classification", "data.verbalizer": {"0": "negative", "1": "positive"},
+              "data.prompt": "Is the sentiment of this movie review positive or negative?\n\n{text}",
+              "instruct.packing": True, "trainer.batch_size": 2, "trainer.epochs": 1, "trainer.lr": 5e-4,
+              "trainer.save_every": 0, "trainer.eval_every": 0}
+    config = make_config(host, "instruct", **values)
+    task = host.get_task("instruct").factory(config)
+    tokenizer = task.load_tokenizer(runner.resolve_model("smollm2"))
+    examples = task.load("train", str(sst2 / "train.tsv"))[:2]
+    features = task.preprocess({k: [e[k] for e in examples] for k in examples[0]} | {"example_id": [0, 1]})
+    for ids, labels, example in zip(features["input_ids"], features["labels"], examples):
+        answer = [t for t, label in zip(ids, labels) if label != -100]
+        assert tokenizer.decode(answer) == example["references"][0] + "<|im_end|>"
+    assert task.stops == [tokenizer.eos_token_id]
+
+    zero = runner.evaluate_saved("smollm2", str(sst2 / "dev.tsv"), str(tmp_path / "zero"), host,
+                                 [("test", {k: v for k, v in values.items() if k != "output_dir"})], task_name="instruct")
+    result = runner.train(config, host)  # packing: the start-up check ran on the real model
+    assert result["eval"]["accuracy"] > zero["metrics"]["accuracy"] + 0.1, (zero["metrics"], result["eval"])

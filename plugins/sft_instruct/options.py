@@ -80,6 +80,7 @@ class InstructOptions:
     sampling: Literal["proportional", "temperature", "weights"] = "proportional"
     temperature: float = 2.0
     mixture_size: int | None = None  # training examples drawn (None: the sources' total)
+    eval_per_source: int | None = None  # at most this many evaluation examples from each source
 
     def check(self) -> None:
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
@@ -91,8 +92,9 @@ class InstructOptions:
             raise ConfigError(f"instruct.metrics: expected some of exact_match, f1, bleu, chrf; got {self.metrics}")
         if self.temperature <= 0:
             raise ConfigError(f"instruct.temperature must be positive, got {self.temperature}")
-        if self.mixture_size is not None and self.mixture_size < 1:
-            raise ConfigError(f"instruct.mixture_size must be at least 1, got {self.mixture_size}")
+        for name in ("mixture_size", "eval_per_source"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"instruct.{name} must be at least 1, got {getattr(self, name)}")
         names = []
         for i, entry in enumerate(self.mixture):
             where = f"instruct.mixture[{i}]"

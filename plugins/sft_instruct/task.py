@@ -118,6 +118,8 @@ class InstructTask:
             per_source = []
             for i, spec in enumerate(self.sources):
                 limit = spec[f"max_{split}_samples"]
+                if split == "eval" and self.options.eval_per_source:
+                    limit = min(limit or self.options.eval_per_source, self.options.eval_per_source)
                 found = self._read(i, split, spec[split]) if spec[split] else []
                 per_source.append(found[:limit] if limit else found)
             if split == "train":
