@@ -110,3 +110,47 @@ def test_tiny_ner_trainer_run_with_lora_on_a_decoder(ner_script, tmp_path):
     trainable = [n for n, p in adapted.named_parameters() if p.requires_grad]
     assert any("lora_A" in n for n in trainable) and any(".score." in n for n in trainable)
     assert all("lora_A" in n or "lora_B" in n or ".score." in n for n in trainable), trainable
+
+
+#: A template whose answers end with EOS: TRL then appends nothing, and both sides see the same tokens.
+EOS_TEMPLATE = ("{% for m in messages %}{{ '### ' + m['role'] + ':\n' + m['content'] }}"
+                "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\n' }}{% endfor %}"
+                "{% if add_generation_prompt %}{{ '### assistant:\n' }}{% endif %}")
+
+
+def test_compare_trl_help():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trl.py"), "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--runs" in done.stdout and "--precision" in done.stdout
+
+
+def test_compare_trl_on_a_tiny_decoder(tmp_path):
+    """The sft side always; with TRL installed, TRL on sft's batches starts from the same loss."""
+    from sft_core.testing import tiny_decoder
+
+    data = tmp_path / "data"
+    (data / "glue" / "SST-2").mkdir(parents=True)
+    rows = [f"{'a fine warm film' if i % 2 else 'a dull cold film'} number {i}\t{i % 2}" for i in range(24)]
+    (data / "glue" / "SST-2" / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    model = tiny_decoder(tmp_path / "model", [r.split("\t")[0] for r in rows] + ["positive negative sentiment"],
+                         family="llama", pad="eos")
+    template = tmp_path / "template.jinja"
+    template.write_text(EOS_TEMPLATE)
+    runs = ["sft", "sft-packed"] + (["trl"] if importlib.util.find_spec("trl") else [])
+    output = tmp_path / "out.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trl.py"), "--model", model, "--chat-template",
+                           str(template), "--data-dir", str(data), "--source", "sst2", "--examples", "16",
+                           "--batch-size", "4", "--max-length", "256", "--threads", "1", "--runs", *runs,
+                           "--output", str(output)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    results = json.loads(output.read_text())["results"]
+    assert not any("error" in r for r in results.values()), results
+    assert results["sft"]["steps"] == 4 and results["sft"]["tokens"] > 0
+    assert results["sft-packed"]["packed_sequences"] < 16
+    assert results["sft-packed"]["tokens"] == results["sft"]["tokens"]
+    if "trl" in results:
+        assert results["trl"]["tokens"] == results["sft"]["tokens"]
+        assert abs(results["trl"]["losses"][0] - results["sft"]["losses"][0]) < 1e-4
