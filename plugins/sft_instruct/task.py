@@ -202,9 +202,9 @@ class InstructTask:
             where = self._where(examples, j)
             if messages[-1]["role"] != "assistant":  # prediction input: the generation prompt alone
                 ids = template.prompt_ids(tok, messages)
-                labels, start, cut = None, len(ids), len(ids) > limit
-                ids = ids[-limit:]
-                start = len(ids)
+                cut = len(ids) > limit
+                ids = ids[-limit:]  # a prompt keeps its end: the generation prompt must close it
+                labels, start = None, len(ids)
             else:
                 encoded = template.encode(tok, messages, where, self._whitespace)
                 if not encoded.spans:
