@@ -112,12 +112,6 @@ def test_tiny_ner_trainer_run_with_lora_on_a_decoder(ner_script, tmp_path):
     assert all("lora_A" in n or "lora_B" in n or ".score." in n for n in trainable), trainable
 
 
-#: A template whose answers end with EOS: TRL then appends nothing, and both sides see the same tokens.
-EOS_TEMPLATE = ("{% for m in messages %}{{ '### ' + m['role'] + ':\n' + m['content'] }}"
-                "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\n' }}{% endfor %}"
-                "{% if add_generation_prompt %}{{ '### assistant:\n' }}{% endif %}")
-
-
 def test_compare_trl_help():
     done = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trl.py"), "--help"], capture_output=True,
                           text=True, timeout=120)
@@ -128,6 +122,8 @@ def test_compare_trl_help():
 def test_compare_trl_on_a_tiny_decoder(tmp_path):
     """The sft side always; with TRL installed, TRL on sft's batches starts from the same loss."""
     from sft_core.testing import tiny_decoder
+
+    from test_instruct import EOS_TEMPLATE  # answers end with EOS: TRL appends nothing, both see the same tokens
 
     data = tmp_path / "data"
     (data / "glue" / "SST-2").mkdir(parents=True)
