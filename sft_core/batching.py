@@ -58,16 +58,19 @@ def build_features(task, config, tokenizer, examples: list[dict], split: str, us
     rows = [dict(example, example_id=i) for i, example in enumerate(examples)]
     columns = list(rows[0]) if rows else ["example_id"]
     table = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({"example_id": []})
-    cache_file = None
     if use_cache:
         folder = cache_dir()
         folder.mkdir(parents=True, exist_ok=True)
         cache_file = str(folder / f"{_fingerprint(task, config, tokenizer, examples, split)}.arrow")
-    features = table.map(
-        task.preprocess, batched=True, batch_size=1000, remove_columns=columns,
-        cache_file_name=cache_file, load_from_cache_file=use_cache,
-        new_fingerprint=Path(cache_file).stem if cache_file else None,
-    )
+        features = table.map(task.preprocess, batched=True, batch_size=1000, remove_columns=columns,
+                             cache_file_name=cache_file, load_from_cache_file=True, new_fingerprint=Path(cache_file).stem)
+    else:
+        # the same batches map() would pass (columns read back from Arrow), without its fingerprint of
+        # the function, which pickles the task's tokenizer: a tenth of a second per call, too slow to serve
+        parts = [task.preprocess(table[i:i + 1000]) for i in range(0, len(table), 1000)]
+        features = (datasets.concatenate_datasets([datasets.Dataset.from_dict(dict(part)) for part in parts])
+                    if len(parts) > 1 else datasets.Dataset.from_dict(dict(parts[0])) if parts
+                    else datasets.Dataset.from_dict({"example_id": []}))
     if "example_id" not in features.column_names:
         raise RuntimeError(f"task {config.task!r}: preprocess() must keep the 'example_id' column")
     finish = getattr(task, "finish_features", None)  # contract 1.1: e.g. packing, truncation counts

@@ -124,3 +124,13 @@ def positions_of(mask: torch.Tensor) -> torch.Tensor:
     (each position at most once per row), so that what is read there can be told apart and dropped."""
     k = int(mask.sum(1).max()) if mask.numel() else 0
     return torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :k]
+
+
+def uninstall(model) -> None:
+    """Give ``model``'s last layer back its own forward (all positions), e.g. before tracing it for export."""
+    layer = last_layer(_inner(model))
+    if layer is not None and hasattr(layer, "_sft_full_forward"):
+        del layer.forward  # the instance attribute set by install(); the class's forward shows through again
+        for name in ("_sft_full_forward", _FIXED, _CALL):
+            if hasattr(layer, name):
+                delattr(layer, name)

@@ -14,6 +14,7 @@ from pathlib import Path
 from .checkpoint import TASK_FILE
 from .config import RunConfig, build_config
 from .errors import SFTError
+from .exporting.runtime import is_onnx_folder
 from .models import resolve_model
 from .sources import resolve as resolve_source
 from .task import prediction_files
@@ -120,6 +121,14 @@ def load_model(task, path: str, trainable: bool = False, gradient_checkpointing:
     from .backbone import enable_gradient_checkpointing, ensure_pad_token, sync_pad_token
 
     folder = Path(path)
+    if is_onnx_folder(folder):  # written by `sft export`: run by onnxruntime
+        from .exporting.runtime import OnnxModel
+
+        tokenizer = task.load_tokenizer(path)
+        ensure_pad_token(tokenizer, path)
+        model = OnnxModel(folder)
+        sync_pad_token(model, tokenizer)
+        return tokenizer, model
     base = path
     if adapters.is_adapter_folder(folder) and (folder / TASK_FILE).is_file():
         base = adapters.base_for(folder, json.loads((folder / TASK_FILE).read_text(encoding="utf-8")))
@@ -334,21 +343,15 @@ def predict_saved(model_dir: str, texts: list[str], input_path: str | None, host
 
     ``fields`` holds named inputs ({name: [value per input]}) for tasks that declare ``input_fields``.
     """
-    from .batching import build_features
-    from .evaluation import predict_features
+    from .predictor import Predictor
 
     _quiet_libraries()
-    _, config, task = load_saved(model_dir, host, list(layers))
-    accelerator = make_accelerator(config)
+    _, config, task = load_saved(model_dir, host, list(layers))  # inputs are read before the model loads
     if fields:
         examples = _read_fields(task, config.task, fields)
     else:
         examples = task.load("predict", resolve_source(input_path)) if input_path else task.read_inputs(list(texts))
     if not examples:
         return []
-    tokenizer, model = load_model(task, model_dir)
-    model.to(accelerator.device)
-    features = build_features(task, config, tokenizer, examples, "predict", use_cache=False)
-    outputs = predict_features(accelerator, task, model, features, config.trainer.eval_batch_size)
-    predictions = task.postprocess(outputs, features, examples)
-    return [task.format_prediction(p, e) for p, e in zip(predictions, examples)]
+    predictor = Predictor(model_dir, host, layers)
+    return predictor.records(predictor.predict_examples(examples), examples)
