@@ -96,6 +96,11 @@ def _env_names(var: str) -> set[str] | None:
     return {n.strip() for n in value.split(",") if n.strip()}
 
 
+#: The core's own commands around the loop: plugins of the hook a third-party command uses too
+#: (``sft_register_commands``), always loaded, whatever SFT_LOAD_PLUGINS / SFT_DISABLE_PLUGINS say.
+CORE_COMMAND_PLUGINS = ("sft_core.serving", "sft_core.exporting")
+
+
 class PluginHost:
     """A plugin manager with its loaded plugins and registered tasks."""
 
@@ -105,6 +110,10 @@ class PluginHost:
         self.plugins: list[PluginInfo] = []
         self.tasks: dict[str, TaskSpec] = {}
         self._load_entry_points()
+        import importlib
+
+        for module in CORE_COMMAND_PLUGINS:
+            self.pm.register(importlib.import_module(module), name=module)
         for plugin in extra_plugins:
             info = PluginInfo(name=self.pm.get_canonical_name(plugin), module=getattr(plugin, "__name__", type(plugin).__name__))
             self.plugins.append(info)

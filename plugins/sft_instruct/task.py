@@ -416,6 +416,20 @@ class InstructTask:
     def format_prediction(self, prediction: dict, example: dict) -> dict:
         return {"prompt": _prompt_text(example["messages"]), "generation": prediction["text"]}
 
+    # contract 1.1: generated text and chat conversations, for the OpenAI-style routes of `sft serve`
+    def prediction_text(self, prediction: dict) -> str:
+        return prediction["text"] or ""
+
+    def read_messages(self, conversations: list[list[dict]]) -> list[dict]:
+        """Examples for chat conversations ending with a user message; the saved chat template renders them."""
+        examples = []
+        for n, messages in enumerate(conversations):
+            if not messages or messages[-1].get("role") != "user":
+                raise SFTError(f"conversation {n}: the last message must be the user's")
+            examples.append(source_record(0, [{"role": m["role"], "content": m["content"]} for m in messages], [],
+                                          ("request", n)))
+        return examples
+
 
 def _prompt_text(messages: list[dict]) -> str:
     """The last user message: what a reader of a predictions file wants to see as the prompt."""

@@ -47,6 +47,8 @@ class QATask:
     main_metric = "f1"
     #: named inputs of ``sft predict --question ... --context ...``
     input_fields = ("question", "context")
+    #: a context longer than max_length is read in windows (qa.doc_stride): no input is truncated
+    long_inputs = "windows"
 
     def __init__(self, config):
         self.config = config

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from sft_core.collate import pad_inputs
-from sft_core.errors import ConfigError
+from sft_core.errors import ConfigError, SFTError
 from sft_core.models import resolve_model
 
 from .metrics import translation_metrics
@@ -186,3 +186,17 @@ class TranslationTask:
 
     def format_prediction(self, prediction: str, example: dict) -> dict:
         return {"source": example["source"], "translation": prediction}
+
+    # contract 1.1: generated text, for the OpenAI-style routes of `sft serve`
+    def prediction_text(self, prediction: str) -> str:
+        return prediction
+
+    def read_messages(self, conversations: list[list[dict]]) -> list[dict]:
+        """A chat asks to translate its last user message (a translation model keeps no history)."""
+        texts = []
+        for n, messages in enumerate(conversations):
+            users = [m["content"] for m in messages if m.get("role") == "user"]
+            if not users or not users[-1].strip():
+                raise SFTError(f"conversation {n}: no user message to translate")
+            texts.append(users[-1])
+        return self.read_inputs(texts)
