@@ -57,7 +57,8 @@ def build_features(task, config, tokenizer, examples: list[dict], split: str, us
     datasets.disable_progress_bars()
     rows = [dict(example, example_id=i) for i, example in enumerate(examples)]
     columns = list(rows[0]) if rows else ["example_id"]
-    table = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({"example_id": []})
+    table = (datasets.Dataset.from_list(rows) if use_cache else _in_memory(_columns(rows))) if rows else \
+        datasets.Dataset.from_dict({"example_id": []})
     if use_cache:
         folder = cache_dir()
         folder.mkdir(parents=True, exist_ok=True)
@@ -67,14 +68,28 @@ def build_features(task, config, tokenizer, examples: list[dict], split: str, us
     else:
         # the same batches map() would pass (columns read back from Arrow), without its fingerprint of
         # the function, which pickles the task's tokenizer: a tenth of a second per call, too slow to serve
-        parts = [task.preprocess(table[i:i + 1000]) for i in range(0, len(table), 1000)]
-        features = (datasets.concatenate_datasets([datasets.Dataset.from_dict(dict(part)) for part in parts])
-                    if len(parts) > 1 else datasets.Dataset.from_dict(dict(parts[0])) if parts
+        parts = [_in_memory(task.preprocess(table[i:i + 1000])) for i in range(0, len(table), 1000)]
+        features = (datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0] if parts
                     else datasets.Dataset.from_dict({"example_id": []}))
     if "example_id" not in features.column_names:
         raise RuntimeError(f"task {config.task!r}: preprocess() must keep the 'example_id' column")
     finish = getattr(task, "finish_features", None)  # contract 1.1: e.g. packing, truncation counts
     return finish(features, split) if finish is not None else features
+
+
+def _columns(rows: list[dict]) -> dict[str, list]:
+    return {name: [row.get(name) for row in rows] for name in rows[0]}
+
+
+def _in_memory(columns) -> "datasets.Dataset":
+    """A Dataset of ``columns`` without the fingerprint ``from_dict`` computes by hashing the whole table
+    (nothing is cached for it)."""
+    import secrets
+
+    import datasets
+    from datasets.table import InMemoryTable
+
+    return datasets.Dataset(InMemoryTable.from_pydict(dict(columns)), fingerprint=secrets.token_hex(8))
 
 
 def feature_lengths(features) -> list[int]:
