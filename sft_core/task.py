@@ -122,6 +122,13 @@ class Task(Protocol):
     #     example, the answer the model should write, and a generated answer turned into the form
     #     ``postprocess`` returns, so that ``compute_metrics`` scores generations as it scores the
     #     task's own predictions.
+    # long_inputs: str
+    #     "windows" when inputs longer than trainer.max_length are read in windows (nothing is
+    #     truncated; sft serve then never flags them); default "truncate".
+    # def prediction_text(self, prediction) -> str
+    # def read_messages(self, conversations: list[list[dict]]) -> list[dict]
+    #     Generated text of a prediction, and examples for chat conversations ({"role", "content"}
+    #     messages ending with the user's): the OpenAI-style routes of ``sft serve``.
 
 
 def prediction_files(task) -> tuple[str, ...]:

@@ -150,3 +150,31 @@ def test_compare_trl_on_a_tiny_decoder(tmp_path):
     if "trl" in results:
         assert results["trl"]["tokens"] == results["sft"]["tokens"]
         assert abs(results["trl"]["losses"][0] - results["sft"]["losses"][0]) < 1e-4
+
+
+def test_serve_load_measures_a_served_model_and_the_baseline(tmp_path):
+    """benchmarks/serve_load.py's load levels against `sft serve` and against the hand-written
+    baseline server, both on one tiny classifier; every request is answered and counted."""
+    pytest.importorskip("aiohttp")
+    pytest.importorskip("fastapi")
+    import asyncio
+
+    from sft_core.predictor import Predictor
+    from sft_core.testing import Case, build_tiny_model, run_engine
+
+    from test_serve import CLASSIFICATION, serving
+
+    case = Case("classification")
+    run_engine(case, build_tiny_model(case, tmp_path / "tiny"), tmp_path / "run")
+    model = tmp_path / "run" / "model"
+    load_test = load("serve_load")
+    baseline = load("baseline_server")
+    with serving(Predictor(str(model)), max_wait_ms=20) as (url, _):
+        ours = asyncio.run(load_test.level(url, CLASSIFICATION, clients=8, requests=40, seconds=60))
+        metrics = __import__("httpx").get(f"{url}/metrics").text
+    with serving(baseline.build_app(str(model), "text-classification")) as (url, _):
+        theirs = asyncio.run(load_test.level(url, CLASSIFICATION, clients=8, requests=40, seconds=60))
+    for row in (ours, theirs):
+        assert row["requests"] == 40 and row["failed"] == 0 and row["rps"] > 0
+        assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    assert 'sft_requests_total{route="/predict",status="200"} 40.0' in metrics  # the load reached sft serve

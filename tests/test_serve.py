@@ -69,10 +69,12 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 @contextlib.contextmanager
 def serving(predictor_or_loader, **settings):
-    """The app on a real uvicorn server on 127.0.0.1 (a free port), in a thread; yields its base URL."""
+    """The app of a predictor (or of a function returning one; or an ASGI app as it is) on a real
+    uvicorn server on 127.0.0.1 (a free port), in a thread; yields its base URL and the app."""
     import uvicorn
 
-    app = create_app(predictor_or_loader, ServeSettings(**settings))
+    given = hasattr(predictor_or_loader, "router")  # already an app (e.g. the benchmark's baseline)
+    app = predictor_or_loader if given else create_app(predictor_or_loader, ServeSettings(**settings))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
@@ -367,3 +369,23 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(models):
     assert "127.0.0.1" in output  # bound to loopback unless told otherwise
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health")
+
+
+def test_the_openai_client_works_against_it(models):
+    """The official client, unchanged, for a translation model: completions, chat, and a stream."""
+    openai = pytest.importorskip("openai")
+    model = str(models["translation"])
+    expected = [r["translation"] for r in runner.predict_saved(model, INPUTS["translation"], None, PluginHost())]
+    with serving(Predictor(model)) as (url, _):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        completion = client.completions.create(model="model", prompt=INPUTS["translation"][0])
+        chat = client.chat.completions.create(model="model",
+                                              messages=[{"role": "user", "content": INPUTS["translation"][0]}])
+        pieces = [chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+            model="model", messages=[{"role": "user", "content": INPUTS["translation"][1]}], stream=True)]
+        listed = [m.id for m in client.models.list()]
+        with pytest.raises(openai.UnprocessableEntityError):
+            client.completions.create(model="model", prompt=INPUTS["translation"][0], n=3)
+    assert completion.choices[0].text == expected[0]
+    assert chat.choices[0].message.content == expected[0]
+    assert "".join(pieces).strip() and listed == ["model"]
