@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-llm demo test test-slow bench bench-quick bench-trainer bench-trl clean
+.PHONY: setup setup-llm demo test test-slow bench bench-quick bench-trainer bench-trl bench-serve clean
 
 $(BIN)/.sft-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,15 @@ bench-trainer: setup  ## sft against the Hugging Face Trainer, classification an
 bench-trl: setup-llm  ## the instruct task against TRL's SFTTrainer on SmolLM2 + LoRA (about 15 min on 2 CPU cores)
 	$(BIN)/python -m pip install -q --no-deps "trl>=1.0"
 	$(BIN)/python benchmarks/compare_trl.py --data-dir $(DATA_DIR) --output bench-results/compare_trl.json
+
+runs/sst2/model/sft_task.json: | setup
+	$(BIN)/sft run --config configs/sst2.yaml
+
+runs/conll2003-4k/model/sft_task.json: | setup
+	$(BIN)/sft run --config configs/conll2003-4k.yaml
+
+bench-serve: setup runs/sst2/model/sft_task.json runs/conll2003-4k/model/sft_task.json  ## sft serve (PyTorch, ONNX, int8) against FastAPI + a pipeline under load (about 12 min, plus 6 min to train the two models)
+	$(BIN)/python benchmarks/serve_load.py --sst2 runs/sst2/model --conll runs/conll2003-4k/model --output bench-results/serve-load
 
 clean:
 	rm -rf runs .pytest_cache

@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SFT_DATA_DIR") or ROOT.parent / "shared" / "data")
 LEVELS = (1, 8, 32, 128)
+SFT = [sys.executable, "-m", "sft_core.cli"]  # the sft of this Python, wherever PATH points
 
 
 def sst2_sentences(limit: int | None = None) -> list[str]:
@@ -146,13 +147,13 @@ def measure(name: str, command: list[str], port: int, texts: list[str], args, lo
 def export(model: Path, out: Path, quantize: bool) -> Path:
     if (out / "model.onnx").is_file():
         return out
-    command = ["sft", "export", "--model", str(model), "--output", str(out), "--overwrite"]
+    command = [*SFT, "export", "--model", str(model), "--output", str(out), "--overwrite"]
     subprocess.run(command + (["--quantize", "int8"] if quantize else []), check=True, stdout=subprocess.DEVNULL)
     return out
 
 
 def accuracy(model: Path, out: Path) -> float:
-    done = subprocess.run(["sft", "eval", "--model", str(model), "--data", str(DATA / "glue" / "SST-2" / "dev.tsv"),
+    done = subprocess.run([*SFT, "eval", "--model", str(model), "--data", str(DATA / "glue" / "SST-2" / "dev.tsv"),
                            "--output-dir", str(out)], check=True, capture_output=True, text=True)
     return json.loads(done.stdout)["accuracy"]
 
@@ -202,7 +203,7 @@ def main() -> None:
                 command = [sys.executable, str(ROOT / "benchmarks" / "baseline_server.py"), "--model", str(model),
                            "--task", pipeline_task, "--port", str(port)]
             else:
-                command = ["sft", "serve", "--model", str(folders[server]), "--port", str(port), "--log-level", "warning",
+                command = [*SFT, "serve", "--model", str(folders[server]), "--port", str(port), "--log-level", "warning",
                            "--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
                            *(["--threads", str(args.threads)] if args.threads else [])]
             print(f"# {name}: {server}", flush=True)

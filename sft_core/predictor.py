@@ -162,25 +162,19 @@ class Predictor:
             raise SFTError(f"inputs[{bad}]: expected a text or a record, got {type(inputs[bad]).__name__}")
         raise SFTError("inputs: give all texts or all records, not both")
 
-    def input_tokens(self, inputs: list) -> list[int]:
-        """How many tokens each input takes before any truncation (texts of a record as a pair)."""
+    def input_tokens(self, inputs: list, tokenizer=None) -> list[int | None]:
+        """How many tokens each input takes before truncation (a record's texts as a pair), None
+        for every input when the task reads long inputs in windows (``long_inputs = "windows"``:
+        NER, QA), which loses nothing. ``tokenizer``: another copy of the model's, for a thread
+        other than the one predicting (a tokenizer's truncation settings are shared state)."""
+        if getattr(self.task, "long_inputs", "truncate") == "windows":
+            return [None] * len(inputs)
+        tokenizer = tokenizer or self.tokenizer
         counts = []
         for item in inputs:
             texts = [item] if isinstance(item, str) else [item[f] for f in self.input_fields]
-            encoded = self.tokenizer(*texts[:2], add_special_tokens=True, truncation=False, verbose=False)
-            counts.append(len(encoded["input_ids"]))
+            counts.append(len(tokenizer(*texts[:2], truncation=False, verbose=False)["input_ids"]))
         return counts
-
-    def truncated(self, inputs: list) -> list[bool]:
-        """Which inputs are longer than ``trainer.max_length`` and lose tokens.
-
-        A task whose features cover long inputs in windows (``long_inputs = "windows"``: NER, QA)
-        loses nothing.
-        """
-        if getattr(self.task, "long_inputs", "truncate") == "windows":
-            return [False] * len(inputs)
-        limit = self.config.trainer.max_length
-        return [n > limit for n in self.input_tokens(inputs)]
 
     # --- predicting -----------------------------------------------------------------------
 

@@ -294,7 +294,7 @@ def test_completions_of_a_translation_model_equal_sft_predict(models):
     assert body["object"] == "text_completion" and [c["text"] for c in body["choices"]] == expected
     assert {c["finish_reason"] for c in body["choices"]} <= {"stop", "length"} and body["usage"]["total_tokens"] > 0
     assert chat["choices"][0]["message"] == {"role": "assistant", "content": expected[0]}
-    assert models_list["data"][0]["id"] == "model"
+    assert models_list["data"][0]["id"] == "run"  # RUN/model is named after its run folder
 
 
 def test_chat_completions_apply_the_saved_template_and_stream_tokens(models):
@@ -302,6 +302,8 @@ def test_chat_completions_apply_the_saved_template_and_stream_tokens(models):
     predictor = Predictor(model)
     question = INPUTS["instruct"][0]
     expected = predictor.predict([question])[0]["generation"]
+    (generated,) = predictor.generate(prompts=[question])
+    assert generated["text"] == expected and generated["finish_reason"] in ("stop", "length") and generated["tokens"] > 0
     messages = [{"role": "user", "content": question}]
     with serving(predictor) as (url, _):
         whole = httpx.post(f"{url}/v1/chat/completions", json={"messages": messages}, timeout=60).json()
@@ -388,4 +390,4 @@ def test_the_openai_client_works_against_it(models):
             client.completions.create(model="model", prompt=INPUTS["translation"][0], n=3)
     assert completion.choices[0].text == expected[0]
     assert chat.choices[0].message.content == expected[0]
-    assert "".join(pieces).strip() and listed == ["model"]
+    assert "".join(pieces).strip() and listed == ["run"]

@@ -240,20 +240,14 @@ def create_app(predictor_or_loader, settings: ServeSettings | None = None):
         return {"predictions": [{**r, "truncated": True} if cut else r for r, cut in zip(records, truncated)]}
 
     def truncation_flags(predictor, inputs: list) -> list[bool]:
-        if getattr(predictor.task, "long_inputs", "truncate") == "windows":
-            return [False] * len(inputs)
         limit = predictor.config.trainer.max_length
-        tokenizer, fields = state["tokenizer"], predictor.input_fields
-        flags = []
-        for n, item in enumerate(inputs):
-            texts = [item] if isinstance(item, str) else [item[f] for f in fields]
-            count = len(tokenizer(*texts[:2], truncation=False, verbose=False)["input_ids"])
-            if count > limit and settings.long_inputs == "reject":
+        counts = predictor.input_tokens(inputs, state["tokenizer"])
+        for n, count in enumerate(counts):
+            if count is not None and count > limit and settings.long_inputs == "reject":
                 raise ServerError(413, f"inputs[{n}] is {count} tokens long, over the model's {limit} "
                                        "(the server rejects long inputs; start it with --long-inputs truncate "
                                        "to truncate them)", f"inputs.{n}")
-            flags.append(count > limit)
-        return flags
+        return [count is not None and count > limit for count in counts]
 
     @app.get("/health", summary="Liveness: the process answers")
     async def health():

@@ -31,8 +31,9 @@ def add_routes(app, state: dict, settings, batcher, run, ready_predictor, Server
     def model_name() -> str:
         from pathlib import Path
 
-        predictor = ready_predictor()
-        return settings.model_name or Path(predictor.model_dir).resolve().name
+        folder = Path(ready_predictor().model_dir).resolve()
+        # RUN/model, as sft run writes it, is named after its run
+        return settings.model_name or (folder.parent.name if folder.name == "model" else folder.name)
 
     def generative():
         predictor = ready_predictor()
