@@ -233,20 +233,23 @@ def test_a_full_queue_answers_429_with_retry_after(classifier):
         release.wait(30)
         return original(examples, *args, **kwargs)
 
-    async def scenario(url):
+    async def scenario(url, batcher):
         async with httpx.AsyncClient(timeout=60) as client:
             first = asyncio.ensure_future(client.post(f"{url}/predict", json={"inputs": ["one", "two"]}))
             await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
             queued = asyncio.ensure_future(client.post(f"{url}/predict", json={"inputs": ["three", "four"]}))
-            await asyncio.sleep(0.3)
+            for _ in range(500):  # until the second request waits in the queue
+                if batcher.queued == 2:
+                    break
+                await asyncio.sleep(0.02)
             refused = await client.post(f"{url}/predict", json={"inputs": ["five"]})
             release.set()
             return await first, await queued, refused
 
     classifier.predict_examples = slow
     try:
-        with serving(classifier, max_queue=2, max_wait_ms=0) as (url, _):
-            first, queued, refused = asyncio.run(scenario(url))
+        with serving(classifier, max_queue=2, max_wait_ms=0) as (url, app):
+            first, queued, refused = asyncio.run(scenario(url, app.state.batcher))
             assert httpx.get(f"{url}/health").status_code == 200
     finally:
         del classifier.predict_examples
@@ -358,7 +361,9 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(models):
         request = threading.Thread(target=lambda: result.update(
             response=httpx.post(f"{url}/predict", json={"inputs": inputs}, timeout=120)))
         request.start()
-        time.sleep(0.5)
+        deadline = time.time() + 60
+        while httpx.get(f"{url}/info").json()["running"] == 0 and time.time() < deadline:  # until it is in flight
+            time.sleep(0.02)
         process.send_signal(signal.SIGTERM)
         request.join(timeout=120)
         output, _ = process.communicate(timeout=120)

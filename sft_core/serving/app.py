@@ -261,7 +261,7 @@ def create_app(predictor_or_loader, settings: ServeSettings | None = None):
     @app.get("/info", summary="Task, model, labels, versions and the server's limits")
     async def info():
         predictor = ready_predictor()
-        return {**predictor.info(), "limits": asdict(settings), "queued": batcher.queued}
+        return {**predictor.info(), "limits": asdict(settings), "queued": batcher.queued, "running": batcher.running}
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus():
