@@ -35,6 +35,22 @@ class TrainState:
     evals_without_improvement: int = 0
 
 
+def provider(task) -> dict:
+    """Which installed distribution provides ``task``'s code (its name and version), so a model whose
+    plugin is missing can say what to install."""
+    from importlib import metadata
+
+    package = type(task).__module__.split(".")[0]
+    names = metadata.packages_distributions().get(package) or []
+    if not names:
+        return {"module": type(task).__module__, "distribution": None, "version": None}
+    try:
+        version = metadata.version(names[0])
+    except metadata.PackageNotFoundError:
+        version = None
+    return {"module": type(task).__module__, "distribution": names[0], "version": version}
+
+
 def save_model_folder(path: Path, model, tokenizer, task, config, merge: bool = False, merge_batch=None,
                       state_dict: dict | None = None) -> None:
     """Model weights, tokenizer, and what ``sft eval``/``sft predict`` need to rebuild the task.
@@ -46,7 +62,7 @@ def save_model_folder(path: Path, model, tokenizer, task, config, merge: bool = 
     from . import adapters
 
     path.mkdir(parents=True, exist_ok=True)
-    info = {"task": config.task, "config": config.to_dict(), "state": task.state_dict()}
+    info = {"task": config.task, "config": config.to_dict(), "state": task.state_dict(), "provider": provider(task)}
     if adapters.is_peft_model(model):
         if merge:
             model = adapters.merged_copy(model, merge_batch)

@@ -30,6 +30,8 @@ class _Group(click.Group):
 
 def _host(ctx) -> PluginHost:
     host = ctx.find_root().obj
+    for warning in getattr(host, "warnings", ()):
+        click.echo(f"warning: {warning}", err=True)
     for failed in host.failed:
         click.echo(f"warning: plugin {failed.name!r} ({failed.distribution or failed.module}) failed to load: "
                    f"{failed.error}", err=True)

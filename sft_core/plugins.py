@@ -96,6 +96,24 @@ def _env_names(var: str) -> set[str] | None:
     return {n.strip() for n in value.split(",") if n.strip()}
 
 
+def normalize_distribution(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503): ``SFT_Multiple.Choice`` -> ``sft-multiple-choice``."""
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _named(names: set[str], entry_point: str, distribution: str | None) -> str | None:
+    """Which of ``names`` (entry-point or distribution names, from an environment variable) means
+    this plugin, or None."""
+    if entry_point in names:
+        return entry_point
+    if distribution is not None:
+        wanted = normalize_distribution(distribution)
+        return next((n for n in names if normalize_distribution(n) == wanted), None)
+    return None
+
+
 #: The core's own commands around the loop: plugins of the hook a third-party command uses too
 #: (``sft_register_commands``), always loaded, whatever SFT_LOAD_PLUGINS / SFT_DISABLE_PLUGINS say.
 CORE_COMMAND_PLUGINS = ("sft_core.serving", "sft_core.exporting")
@@ -109,6 +127,7 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.plugins: list[PluginInfo] = []
         self.tasks: dict[str, TaskSpec] = {}
+        self.warnings: list[str] = []  # printed by the CLI, e.g. an unknown name in SFT_LOAD_PLUGINS
         self._load_entry_points()
         import importlib
 
@@ -134,18 +153,27 @@ class PluginHost:
         return [p for p in self.plugins if p.error]
 
     def _load_entry_points(self) -> None:
+        """Load the entry points of group ``sft``; SFT_LOAD_PLUGINS / SFT_DISABLE_PLUGINS name plugins by
+        entry-point name or by distribution name (what ``pip list`` and ``sft plugins`` show)."""
         only = _env_names("SFT_LOAD_PLUGINS")
         disabled = _env_names("SFT_DISABLE_PLUGINS") or set()
         seen: set[str] = set()
+        used: set[str] = set()
+        known: set[str] = set()
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if ep.name in seen or ep.name in disabled or (only is not None and ep.name not in only):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.name if dist else None
+            known.update(n for n in (ep.name, dist_name) if n)
+            skip = _named(disabled, ep.name, dist_name)
+            keep = _named(only, ep.name, dist_name) if only is not None else None
+            used.update(n for n in (skip, keep) if n)
+            if ep.name in seen or skip or (only is not None and not keep):
                 continue
             seen.add(ep.name)
-            dist = getattr(ep, "dist", None)
             info = PluginInfo(
                 name=ep.name,
                 module=ep.value,
-                distribution=dist.name if dist else None,
+                distribution=dist_name,
                 version=dist.version if dist else None,
             )
             self.plugins.append(info)
@@ -155,6 +183,10 @@ class PluginHost:
                 info.error = _reason(exc)
                 continue
             self._add(info, module)
+        for var, names in (("SFT_LOAD_PLUGINS", only or set()), ("SFT_DISABLE_PLUGINS", disabled)):
+            for name in sorted(names - used):
+                self.warnings.append(f"{var} names {name!r}, which is no installed plugin (entry points and "
+                                     f"distributions: {', '.join(sorted(known)) or 'none'})")
 
     def _add(self, info: PluginInfo, plugin: object) -> None:
         """Register ``plugin`` with pluggy unless it targets a plugin contract this sft lacks."""

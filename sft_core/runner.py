@@ -247,6 +247,12 @@ def load_saved(model_dir: str, host, layers: list[tuple[str, dict]]):
     if not info_file.is_file():
         raise SFTError(f"{folder} was not written by sft (no {TASK_FILE}); train with `sft run` first")
     info = json.loads(info_file.read_text(encoding="utf-8"))
+    provider = info.get("provider") or {}
+    if info["task"] not in host.tasks and provider.get("distribution"):
+        version = f" (it was saved with {provider['version']})" if provider.get("version") else ""
+        raise SFTError(f"{folder} is a model of task {info['task']!r}, provided by the package "
+                       f"{provider['distribution']!r}{version}, which is not installed or not loaded: "
+                       f"pip install {provider['distribution']}")
     spec = host.get_task(info["task"])
     saved = dict(info["config"])
     saved.pop("task", None)

@@ -107,6 +107,40 @@ def test_load_plugins_names_the_ones_to_load(monkeypatch):
     assert list(PluginHost().tasks) == ["classification"]
 
 
+@pytest.mark.parametrize("name", ["sft-core", "SFT_Core", "sft.core"])
+def test_plugins_are_named_by_distribution_too(monkeypatch, name):
+    """The name pip and `sft plugins` show selects a distribution's plugins, spelt any way pip accepts."""
+    monkeypatch.setenv("SFT_DISABLE_PLUGINS", name)
+    assert PluginHost().tasks == {}
+    monkeypatch.delenv("SFT_DISABLE_PLUGINS")
+    monkeypatch.setenv("SFT_LOAD_PLUGINS", name)
+    assert {"classification", "ner", "qa", "translation", "instruct"} <= set(PluginHost().tasks)
+
+
+def test_an_unknown_plugin_name_warns_with_the_known_names(monkeypatch):
+    monkeypatch.setenv("SFT_DISABLE_PLUGINS", "sft-multiple-choise")
+    host = PluginHost()
+    assert "classification" in host.tasks  # nothing was disabled
+    (warning,) = host.warnings
+    assert warning.startswith("SFT_DISABLE_PLUGINS names 'sft-multiple-choise', which is no installed plugin")
+    assert "classification" in warning and "sft-core" in warning
+    result = invoke(host, "tasks")
+    assert result.exit_code == 0 and f"warning: {warning}" in result.stderr
+
+
+def test_a_model_whose_plugin_is_missing_says_which_package_to_install(tmp_path):
+    import json
+
+    from sft_core import SFTError, runner
+
+    (tmp_path / "sft_task.json").write_text(json.dumps({
+        "task": "multiple-choice", "config": {}, "state": {},
+        "provider": {"module": "sft_multiple_choice.task", "distribution": "sft-multiple-choice", "version": "1.2.0"}}))
+    with pytest.raises(SFTError, match=r"provided by the package 'sft-multiple-choice' \(it was saved with 1.2.0\), "
+                                       r"which is not installed or not loaded: pip install sft-multiple-choice"):
+        runner.load_saved(str(tmp_path), PluginHost(), [])
+
+
 def test_disable_plugins_removes_one(monkeypatch):
     monkeypatch.setenv("SFT_DISABLE_PLUGINS", "classification")
     host = PluginHost()
@@ -271,3 +305,13 @@ def test_light_commands_answer_fast(args):
     assert done.returncode == 0, done.stderr
     assert ("classification" if args == ["tasks"] else "Usage: sft") in done.stdout
     assert elapsed < 3.0, f"sft {' '.join(args)} took {elapsed:.2f} s"
+
+
+def test_a_saved_model_records_the_distribution_providing_its_task():
+    from sft_core.checkpoint import provider
+    from sft_core.config import build_config
+
+    host = PluginHost()
+    spec = host.get_task("ner")
+    task = spec.factory(build_config(spec, []))
+    assert provider(task) == {"module": "sft_ner.task", "distribution": "sft-core", "version": sft_core.__version__}
