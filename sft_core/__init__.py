@@ -6,6 +6,11 @@ a ``Register`` callback, a task's factory returns a ``Task``, task config sectio
 (``DataConfig`` subclasses for ``data.*`` keys) and the factory receives the resolved ``RunConfig``.
 Errors a user can fix are ``SFTError``s (``DataError``, ``ConfigError``): printed as one line.
 The conformance kit for plugin test suites is ``sft_core.testing``. Importing this imports no torch.
+
+sft from Python (``sft_core.api``; the CLI's semantics): ``train(...)`` as ``sft run``,
+``evaluate(model_dir, data)`` as ``sft eval``, ``Predictor(model_dir).predict(inputs)`` (loaded
+once) and ``predict(model_dir, inputs)`` as ``sft predict``, ``run_config(...)`` for the resolved
+config ``sft run --print-config`` shows.
 """
 
 import pluggy
@@ -19,5 +24,8 @@ __version__ = "0.1.0"
 #: Marks a function of a plugin module as the implementation of an ``sft_*`` hook.
 hookimpl = pluggy.HookimplMarker("sft")
 
+from .api import evaluate, predict, run_config, train  # noqa: E402  (after __version__: they import the plugin host)
+from .predictor import Predictor  # noqa: E402
+
 __all__ = ["hookimpl", "Register", "Task", "DataConfig", "TrainerConfig", "RunConfig", "SFTError", "DataError",
-           "ConfigError", "CONTRACT_VERSION", "__version__"]
+           "ConfigError", "CONTRACT_VERSION", "__version__", "train", "evaluate", "predict", "Predictor", "run_config"]

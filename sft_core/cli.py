@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from . import sources
-from .config import build_config, load_config_file, parse_override
+from . import api
 from .errors import SFTError
 from .plugins import PluginHost
 
@@ -36,14 +35,6 @@ def _host(ctx) -> PluginHost:
         click.echo(f"warning: plugin {failed.name!r} ({failed.distribution or failed.module}) failed to load: "
                    f"{failed.error}", err=True)
     return host
-
-
-def _layers(configs, overrides) -> list[tuple[str, dict]]:
-    layers = [(f"config file {path}", load_config_file(path)) for path in configs]
-    for text in overrides:
-        key, value = parse_override(text)
-        layers.append((f"override {text!r}", {key: value}))
-    return layers
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,27 +67,12 @@ def cli():
 def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from, print_config, overrides):
     """Train and evaluate a task; KEY=VALUE pairs override config keys (e.g. trainer.lr=3e-5)."""
     host = _host(ctx)
-    layers = _layers(configs, overrides)
-    data = {k: v for k, v in {"train": train, "eval": eval_}.items() if v is not None}
-    options = {k: v for k, v in {"model": model, "output_dir": output_dir, "data": data}.items() if v}
-    # --task wins; otherwise the last config layer that names one
-    task = task or next((layer["task"] for _, layer in reversed(layers) if layer.get("task")), None)
-    if not task:
-        raise SFTError("no task given: use --task NAME or `task:` in a config file; known tasks: "
-                       + (", ".join(sorted(host.tasks)) or "none"))
-    spec = host.get_task(task)
-    stripped = [(source, {k: v for k, v in layer.items() if k != "task"}) for source, layer in layers]
-    config = build_config(spec, [*stripped, ("command-line options", options)])
+    config = api.run_config(task, model, train, eval_, output_dir, configs, list(overrides), host,
+                            source="command-line options")
     if print_config:
         click.echo(config.to_yaml(), nl=False)
         return
-    for key in ("train", "eval"):  # fail before the slow imports of torch and transformers
-        path = getattr(config.data, key)
-        if path is not None and not sources.exists(path):
-            raise SFTError(f"data file not found: {path} (data.{key})")
-    from . import runner
-
-    result = runner.train(config, host, resume=resume_from or resume)
+    result = api.train_config(config, host, resume=resume_from or resume)
     if not result["main_process"]:  # under torchrun, one summary is enough
         return
     click.echo(json.dumps({"output_dir": config.output_dir, **result["train"],
@@ -115,13 +91,7 @@ def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from
 @click.pass_context
 def eval_(ctx, model_dir, task_name, configs, data, output_dir, overrides):
     """Evaluate a saved model (or, with --task, an untrained one) on a data file; prints and writes the metrics."""
-    host = _host(ctx)
-    from . import runner
-
-    layers = [(s, {k: v for k, v in layer.items() if k != "task"}) for s, layer in _layers(configs, overrides)]
-    if task_name is None and not (Path(model_dir) / "sft_task.json").is_file():
-        task_name = next((layer["task"] for _, layer in reversed(_layers(configs, ())) if layer.get("task")), None)
-    result = runner.evaluate_saved(model_dir, data, output_dir, host, layers, task_name=task_name)
+    result = api.evaluation(model_dir, data, output_dir, task_name, configs, list(overrides), _host(ctx))
     click.echo(json.dumps(result["metrics"], indent=2))
     click.echo(f"written to {result['output_dir']}", err=True)
 

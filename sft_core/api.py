@@ -1,0 +1,128 @@
+"""sft from Python, with the command line's semantics: the ``sft`` commands are thin layers over these.
+
+    import sft_core as sft
+
+    result = sft.train(task="classification", model="minilm", train="train.tsv", eval="dev.tsv",
+                       output_dir="runs/sst2", config=["configs/sst2.yaml"], overrides={"trainer.lr": 3e-5})
+    metrics = sft.evaluate("runs/sst2/model", "dev.tsv")
+    predictor = sft.Predictor("runs/sst2/model")        # loads once
+    predictor.predict(["a gripping film"])              # what `sft predict` prints, as dicts
+
+Config precedence is the CLI's: the config files in order, then ``overrides`` (dotted keys, like
+``KEY=VALUE`` arguments), then the named arguments (like ``--model``, ``--train``). Errors a user can
+fix raise ``SFTError`` with the message the CLI prints. Importing this imports no torch; the
+functions import it when they run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from . import sources
+from .config import RunConfig, build_config, load_config_file, parse_override
+from .errors import SFTError
+
+
+def _host(host):
+    if host is not None:
+        return host
+    from .plugins import PluginHost
+
+    return PluginHost()
+
+
+Overrides = Mapping[str, Any] | Iterable[str] | None
+
+
+def config_layers(config: Iterable[str] = (), overrides: Overrides = None) -> list[tuple[str, dict]]:
+    """Config layers (source, {key: value}) from config files and overrides, lowest first.
+
+    ``overrides`` is a mapping of dotted keys to values, or ``KEY=VALUE`` strings as the command
+    line takes them (the value read as YAML).
+    """
+    if isinstance(config, str):
+        config = [config]
+    layers = [(f"config file {path}", load_config_file(path)) for path in config]
+    if isinstance(overrides, Mapping):
+        layers += [(f"override {key}={value!r}", {key: value}) for key, value in overrides.items()]
+    else:
+        for text in overrides or ():
+            key, value = parse_override(text)
+            layers.append((f"override {text!r}", {key: value}))
+    return layers
+
+
+def run_config(task: str | None = None, model: str | None = None, train: str | None = None, eval: str | None = None,
+               output_dir: str | None = None, config: Iterable[str] = (), overrides: Overrides = None, host=None,
+               source: str = "arguments") -> RunConfig:
+    """The resolved config ``sft run`` would train with (``sft run --print-config`` prints it)."""
+    host = _host(host)
+    layers = config_layers(config, overrides)
+    # the task argument wins; otherwise the last config layer that names one
+    task = task or next((layer["task"] for _, layer in reversed(layers) if layer.get("task")), None)
+    if not task:
+        raise SFTError("no task given: use --task NAME or `task:` in a config file; known tasks: "
+                       + (", ".join(sorted(host.tasks)) or "none"))
+    spec = host.get_task(task)
+    stripped = [(where, {k: v for k, v in layer.items() if k != "task"}) for where, layer in layers]
+    data = {k: v for k, v in {"train": train, "eval": eval}.items() if v is not None}
+    options = {k: v for k, v in {"model": model, "output_dir": output_dir, "data": data}.items() if v}
+    return build_config(spec, [*stripped, (source, options)])
+
+
+def train_config(config: RunConfig, host=None, resume: bool | str = False) -> dict:
+    """Train with a resolved config: {"output_dir", "train": results, "eval": metrics or None, "main_process"}."""
+    host = _host(host)
+    for key in ("train", "eval"):  # fail before the slow imports of torch and transformers
+        path = getattr(config.data, key)
+        if path is not None and not sources.exists(path):
+            raise SFTError(f"data file not found: {path} (data.{key})")
+    from . import runner
+
+    return {"output_dir": config.output_dir, **runner.train(config, host, resume=resume)}
+
+
+def train(task: str | None = None, model: str | None = None, train: str | None = None, eval: str | None = None,
+          output_dir: str | None = None, config: Iterable[str] = (), overrides: Overrides = None,
+          resume: bool | str = False, host=None) -> dict:
+    """``sft run``: train, evaluate and save; returns {"output_dir", "train": {...}, "eval": {...}}.
+
+    ``train``/``eval`` are data files or ``hf:NAME[:CONFIG]@SPLIT``; ``resume`` True continues from
+    the latest checkpoint in the output folder, a path from that checkpoint.
+    """
+    resolved = run_config(task, model, train, eval, output_dir, config, overrides, host, source="arguments of train()")
+    return train_config(resolved, host, resume)
+
+
+def evaluate(model_dir: str, data: str | None = None, output_dir: str | None = None, task: str | None = None,
+             config: Iterable[str] = (), overrides: Overrides = None, host=None) -> dict:
+    """``sft eval``: the metrics of a saved model on ``data`` (default: the run's evaluation data);
+    writes eval_results.json and the predictions next to the model (in eval/) or in ``output_dir``.
+
+    With ``task``, ``model_dir`` may be a model that was never fine-tuned (an alias, a folder, a
+    hub id): its zero-shot baseline, measured the same way.
+    """
+    return evaluation(model_dir, data, output_dir, task, config, overrides, host)["metrics"]
+
+
+def evaluation(model_dir: str, data: str | None = None, output_dir: str | None = None, task: str | None = None,
+               config: Iterable[str] = (), overrides: Overrides = None, host=None) -> dict:
+    """``evaluate``, returning {"metrics", "output_dir"} (where the results were written)."""
+    from pathlib import Path
+
+    from . import runner
+    from .checkpoint import TASK_FILE
+
+    layers = config_layers(config, overrides)
+    if task is None and not (Path(model_dir) / TASK_FILE).is_file():  # a recipe names the task of an untrained model
+        task = next((layer["task"] for _, layer in reversed(layers) if layer.get("task")), None)
+    stripped = [(where, {k: v for k, v in layer.items() if k != "task"}) for where, layer in layers]
+    return runner.evaluate_saved(model_dir, data, output_dir, _host(host), stripped, task_name=task)
+
+
+def predict(model_dir: str, inputs: list, host=None) -> list[dict]:
+    """For each input (a text, or a record of the task's named inputs), what ``sft predict`` prints.
+    Loads the model for this call; ``Predictor`` loads it once for many."""
+    from .predictor import Predictor
+
+    return Predictor(model_dir, _host(host)).predict(list(inputs))
