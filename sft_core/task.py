@@ -122,6 +122,9 @@ class Task(Protocol):
     #     example, the answer the model should write, and a generated answer turned into the form
     #     ``postprocess`` returns, so that ``compute_metrics`` scores generations as it scores the
     #     task's own predictions.
+    # metric_directions: dict[str, str]
+    #     {metric: "higher" | "lower"}: which way is better, for best-model selection and early
+    #     stopping (``metric_direction``); unlisted metrics are higher-is-better.
     # long_inputs: str
     #     "windows" when inputs longer than trainer.max_length are read in windows (nothing is
     #     truncated; sft serve then never flags them); default "truncate".
@@ -129,6 +132,23 @@ class Task(Protocol):
     # def read_messages(self, conversations: list[list[dict]]) -> list[dict]
     #     Generated text of a prediction, and examples for chat conversations ({"role", "content"}
     #     messages ending with the user's): the OpenAI-style routes of ``sft serve``.
+
+
+def metric_direction(task, name: str) -> str:
+    """Whether a higher or a lower value of metric ``name`` is better for ``task``: "higher" or "lower".
+
+    Contract 1.1: a task declares ``metric_directions`` ({name: "higher" | "lower"}), and a metric
+    it does not list is higher-is-better. A task that declares none (written for contract 1.0)
+    keeps the 1.0 rule: names containing "loss" are lower-is-better.
+    """
+    declared = getattr(task, "metric_directions", None)
+    if declared is None:
+        return "lower" if "loss" in name else "higher"
+    direction = declared.get(name, "higher")
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"task {type(task).__name__}: metric_directions[{name!r}] is {direction!r}, "
+                         "expected 'higher' or 'lower'")
+    return direction
 
 
 def prediction_files(task) -> tuple[str, ...]:

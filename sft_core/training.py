@@ -26,7 +26,7 @@ from .checkpoint import (TrainState, list_checkpoints, load_training_state, rota
                          rng_state, save_checkpoint, set_rng_state, write_model_folder, replace_dir)
 from . import sharding
 from .evaluation import evaluate, rows, to_device
-from .task import prediction_files
+from .task import metric_direction, prediction_files
 from .errors import ConfigError
 from .logger import MetricsLogger, progress_bar
 
@@ -73,10 +73,10 @@ def _scheduler(name: str, optimizer, warmup: int, total: int):
     return get_scheduler(kind, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
-def _better(metric: str, value: float, best: float | None) -> bool:
+def _better(direction: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
-    return value < best if "loss" in metric else value > best
+    return value < best if direction == "lower" else value > best
 
 
 def fit(run: Run) -> dict:
@@ -124,6 +124,7 @@ def fit(run: Run) -> dict:
         state = TrainState(**saved["state"])
 
     metric_name = cfg.metric_for_best or task.main_metric
+    direction = metric_direction(task, metric_name)  # declared by the task (contract 1.1)
     best_dir = ckpt_dir / "best"
     best_metrics: dict | None = None
     if state.best_step is not None and (best_dir / "eval_results.json").is_file():
@@ -164,7 +165,7 @@ def fit(run: Run) -> dict:
         logger.log({"step": state.global_step, "epoch": state.epoch, "train_seconds": round(state.train_seconds, 1),
                     **{_eval_key(k): v for k, v in metrics.items() if k != "step"}})
         run.hooks.sft_evaluate_end(config=run.config, state=state, metrics=metrics)
-        if _better(metric_name, metrics[metric_name], state.best_metric):  # the same on every process
+        if _better(direction, metrics[metric_name], state.best_metric):  # the same on every process
             state.best_metric, state.best_step = metrics[metric_name], state.global_step
             state.evals_without_improvement = 0
             best_metrics = metrics

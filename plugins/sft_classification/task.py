@@ -30,6 +30,9 @@ def _label_key(label) -> str:
 
 class ClassificationTask:
     predictions_file = "predictions.jsonl"
+    #: contract 1.1: which way each metric is better (regression reports mse: lower)
+    metric_directions = {"accuracy": "higher", "f1": "higher", "matthews_correlation": "higher",
+                         "pearson": "higher", "spearman": "higher", "mse": "lower"}
 
     def __init__(self, config):
         self.config = config

@@ -65,6 +65,25 @@ class InstructTask:
             return source.main_metric
         return "f1" if "f1" in self.options.metrics else self.options.metrics[0]
 
+    @property
+    def metric_directions(self) -> dict[str, str]:
+        """Contract 1.1: loss and perplexity are lower-is-better, also per source (``NAME/loss``); a
+        source task's metrics keep the directions that task declares."""
+        from sft_core.task import metric_direction
+
+        lower = ("loss", "perplexity")
+        directions = {name: "lower" for name in lower}
+        for index, spec in enumerate(self.sources):
+            prefix = f"{spec['name']}/"
+            directions.update({prefix + name: "lower" for name in lower})
+            source = self._source(index)
+            if source is not None:
+                declared = getattr(source.task, "metric_directions", None) or {}
+                directions.update({prefix + name: metric_direction(source.task, name) for name in declared})
+                directions.update({name: metric_direction(source.task, name) for name in declared}
+                                  if len(self.sources) == 1 else {})
+        return directions
+
     def _source(self, index: int) -> SourceTask | None:
         spec = self.sources[index]
         if not spec["source_task"]:

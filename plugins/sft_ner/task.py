@@ -38,6 +38,8 @@ def _types(examples: list[dict]) -> dict[str, tuple[int, int]]:
 class NERTask:
     predictions_file = "predictions.jsonl"
     main_metric = "f1"
+    #: contract 1.1: every metric here is higher-is-better
+    metric_directions = {"f1": "higher", "precision": "higher", "recall": "higher", "accuracy": "higher"}
     #: a sentence longer than max_length is read in windows (ner.stride): every word gets a tag
     long_inputs = "windows"
 

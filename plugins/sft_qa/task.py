@@ -45,6 +45,8 @@ class QATask:
     # written next to predictions_file and copied with it (see write_predictions)
     extra_prediction_files = (NBEST_FILE, NULL_ODDS_FILE)
     main_metric = "f1"
+    #: contract 1.1: every metric here is higher-is-better
+    metric_directions = {"f1": "higher", "exact_match": "higher"}
     #: named inputs of ``sft predict --question ... --context ...``
     input_fields = ("question", "context")
     #: a context longer than max_length is read in windows (qa.doc_stride): no input is truncated

@@ -25,6 +25,8 @@ IGNORE = -100
 class TranslationTask:
     predictions_file = "predictions.txt"
     main_metric = "bleu"
+    #: contract 1.1 (gen_len, ref_len and len_ratio describe lengths; neither way is better)
+    metric_directions = {"bleu": "higher", "chrf": "higher"}
 
     def __init__(self, config):
         self.config = config
