@@ -63,6 +63,15 @@ def conformance_cases(*cases: str | Case) -> pytest.MarkDecorator:
     return pytest.mark.parametrize("conformance_case", resolved, ids=[c.task for c in resolved], scope="class")
 
 
+def make_config(task: str, overrides: Mapping[str, Any] | None = None, host=None):
+    """The resolved ``RunConfig`` of ``task`` with ``overrides`` (dotted keys, e.g.
+    ``{"trainer.max_length": 64, "data.train": path}``), as ``sft run`` builds it: for a plugin's
+    unit tests (a task's factory takes it)."""
+    from .api import run_config
+
+    return run_config(task=task, overrides=dict(overrides or {}), host=host, source="make_config()")
+
+
 # --- tiny models ----------------------------------------------------------------------------
 
 def example_texts(examples: Iterable[Any]) -> list[str]:
