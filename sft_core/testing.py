@@ -55,6 +55,12 @@ class Case:
     steps: int = 3  # optimizer steps of the engine run whose model is saved and reloaded
     max_eval_examples: int | None = 32
     perfect: float | None = None  # main metric of gold predictions; None: 1.0 or 100.0
+    # texts for read_inputs, as `sft predict TEXT...` gives them; None: the first text of the first
+    # evaluation example (the check is skipped if the task cannot read that alone)
+    predict_texts: tuple[str, ...] | None = None
+    # (file name, content) of a data file load() must refuse with a DataError naming file and line;
+    # None skips the check
+    malformed: tuple[str, str] | None = ("malformed.jsonl", '{"text": "fine", "label": "a"}\n{"text": "broken\n')
 
 
 def conformance_cases(*cases: str | Case) -> pytest.MarkDecorator:
@@ -236,19 +242,20 @@ def _read_output(path: Path) -> Any:
         return text
 
 
-def _same(a: Any, b: Any, where: str = "") -> str | None:
-    """Where ``a`` and ``b`` differ (floats compared to 1e-4 relative), or None when they agree."""
+def _same(a: Any, b: Any, where: str = "", rel_tol: float = 1e-4) -> str | None:
+    """Where ``a`` and ``b`` differ (floats compared to ``rel_tol`` relative), or None when they agree."""
     if isinstance(a, float) or isinstance(b, float):
-        ok = isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+        ok = (isinstance(a, (int, float)) and isinstance(b, (int, float))
+              and math.isclose(a, b, rel_tol=rel_tol, abs_tol=min(1e-6, rel_tol)))
         return None if ok else f"{where or 'value'}: {a!r} != {b!r}"
     if isinstance(a, dict) and isinstance(b, dict):
         if a.keys() != b.keys():
             return f"{where or 'record'}: keys {sorted(a)} != {sorted(b)}"
-        return next((d for k in a if (d := _same(a[k], b[k], f"{where}[{k!r}]"))), None)
+        return next((d for k in a if (d := _same(a[k], b[k], f"{where}[{k!r}]", rel_tol))), None)
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return f"{where or 'list'}: {len(a)} items != {len(b)}"
-        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := _same(x, y, f"{where}[{i}]"))), None)
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := _same(x, y, f"{where}[{i}]", rel_tol))), None)
     return None if a == b else f"{where or 'value'}: {a!r} != {b!r}"
 
 
@@ -330,6 +337,25 @@ def _batch(prepared: Prepared, features, n: int = 4) -> tuple[dict, int]:
     return prepared.task.collate(rows(features, indices)), len(indices)
 
 
+def _likely_cause(message: str) -> str:
+    text = message.lower()
+    if "dtype" in text or "scalar type" in text or ("expected" in text and ("long" in text or "float" in text)):
+        return ("likely cause: the labels' dtype is not what the model's loss expects (class ids as torch.long, "
+                "regression targets as torch.float)")
+    if "size" in text or "shape" in text or "dimension" in text:
+        return "likely cause: the labels' shape does not match the logits (one label per feature, or per token)"
+    if "index" in text and "out of" in text:
+        return "likely cause: a label id is not below the number of labels the model was built with, or a token id is not in the vocabulary"
+    return "see the batch above for what collate returned"
+
+
+def _describe(batch: dict) -> str:
+    import torch
+
+    return ", ".join(f"{k}: {tuple(v.shape)} {str(v.dtype).replace('torch.', '')}" if isinstance(v, torch.Tensor)
+                     else f"{k}: {type(v).__name__}" for k, v in batch.items())
+
+
 def check_loss_is_a_scalar_with_a_gradient(prepared: Prepared) -> None:
     import torch
 
@@ -338,8 +364,13 @@ def check_loss_is_a_scalar_with_a_gradient(prepared: Prepared) -> None:
     model.train()
     model.zero_grad(set_to_none=True)
     compute_loss = getattr(prepared.task, "compute_loss", None)  # optional: the engine uses it when given
-    loss = compute_loss(model, batch) if compute_loss else model(**batch).loss
     source = "task.compute_loss(model, batch)" if compute_loss else "model(**collate(features)).loss"
+    try:
+        loss = compute_loss(model, batch) if compute_loss else model(**batch).loss
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise AssertionError(f"{source} raised {type(exc).__name__}: {first}\n  batch: {_describe(batch)}\n  "
+                             f"{_likely_cause(first)}") from None
     assert isinstance(loss, torch.Tensor) and loss.dim() == 0, \
         f"{source} is {loss!r}, not a scalar tensor (are the labels in the batch?)"
     assert torch.isfinite(loss), f"the loss is {loss.item()}"
@@ -383,6 +414,96 @@ def check_one_prediction_per_example(prepared: Prepared) -> None:
     assert prepared.task.main_metric in metrics, f"main_metric {prepared.task.main_metric!r} not in {sorted(metrics)}"
     for prediction, example in zip(predictions, examples):
         json.dumps(prepared.task.format_prediction(prediction, example))  # `sft predict` prints it
+
+
+def _predict_examples(prepared: Prepared, examples: list[dict], split: str = "predict") -> list:
+    from .batching import build_features
+    from .evaluation import predict_features
+    from .runner import make_accelerator
+
+    features = build_features(prepared.task, prepared.config, prepared.tokenizer, examples, split, use_cache=False)
+    outputs = predict_features(make_accelerator(prepared.config), prepared.task, prepared.model, features,
+                               prepared.config.trainer.eval_batch_size)
+    return prepared.task.postprocess(outputs, features, examples)
+
+
+def _json_records(prepared: Prepared, predictions: list, examples: list[dict], where: str) -> list[dict]:
+    assert len(predictions) == len(examples), f"{where}: {len(predictions)} predictions for {len(examples)} inputs"
+    records = []
+    for n, (prediction, example) in enumerate(zip(predictions, examples)):
+        record = prepared.task.format_prediction(prediction, example)
+        try:
+            json.dumps(record)
+        except (TypeError, ValueError) as exc:
+            raise AssertionError(f"{where}: format_prediction of input {n} is not JSON-serialisable ({exc}): {record!r}; "
+                                 "`sft predict` prints it as a JSON line") from None
+        records.append(record)
+    return records
+
+
+def check_predict_path_gives_json_records(prepared: Prepared, case: Case) -> None:
+    """``sft predict``'s two ways in: ``load("predict", file)`` and ``read_inputs(texts)``, through
+    preprocess, predict_step and postprocess to one JSON record per input."""
+    from .errors import SFTError
+
+    task = prepared.task
+    from_file = task.load("predict", prepared.config.data.eval)
+    assert from_file, "load('predict', path) returned no examples"
+    _json_records(prepared, _predict_examples(prepared, from_file), from_file, "load('predict', ...)")
+    texts = list(case.predict_texts) if case.predict_texts else [example_texts(prepared.eval_examples[:1])[0]]
+    try:
+        from_texts = task.read_inputs(texts)
+    except SFTError as exc:
+        if case.predict_texts:
+            raise AssertionError(f"read_inputs({texts!r}) raised: {exc}") from None
+        pytest.skip(f"read_inputs cannot read one text alone ({exc}); give Case(predict_texts=(...)) to check it")
+    assert len(from_texts) >= 1, f"read_inputs({texts!r}) returned no examples"
+    _json_records(prepared, _predict_examples(prepared, from_texts), from_texts, "read_inputs(...)")
+
+
+def check_shuffled_features_map_back(prepared: Prepared) -> None:
+    """postprocess maps outputs to examples through ``example_id``, not by position: the evaluation
+    features in a shuffled order give the same predictions."""
+    import random
+
+    from .evaluation import predict_features
+    from .runner import make_accelerator
+
+    features = prepared.eval_features
+    order = list(range(len(features)))
+    random.Random(0).shuffle(order)
+    if order == sorted(order):
+        order.reverse()
+    shuffled = features.select(order)
+    outputs = predict_features(make_accelerator(prepared.config), prepared.task, prepared.model, shuffled,
+                               prepared.config.trainer.eval_batch_size)
+    again = prepared.task.postprocess(outputs, shuffled, prepared.eval_examples)
+    # tight: an untrained tiny model's scores differ between examples only in the sixth digit
+    difference = _same(again, predict(prepared), "predictions", rel_tol=1e-6)
+    assert difference is None, (f"with the features in another order the predictions change ({difference}): "
+                                "postprocess must place each output by its feature's example_id")
+
+
+def check_malformed_data_is_a_data_error(case: Case, workdir: Path) -> None:
+    """A malformed data file is refused with a DataError naming the file and the line."""
+    from .errors import DataError
+
+    if case.malformed is None:
+        pytest.skip("Case(malformed=None): no malformed file to check")
+    name, content = case.malformed
+    path = Path(workdir) / name
+    path.write_text(content, encoding="utf-8")
+    spec = _spec(_host(), case.task)
+    task = spec.factory(_config(spec, case, "unused", workdir))
+    try:
+        task.load("train", str(path))
+    except DataError as exc:
+        assert name in str(exc) and "line" in str(exc), f"the DataError does not name the file and the line: {exc}"
+        return
+    except Exception as exc:
+        raise AssertionError(f"load('train', {name}) raised {type(exc).__name__}: {exc}, not a DataError naming the "
+                             "file and the line (raise sft_core.DataError)") from None
+    raise AssertionError(f"load('train', {name}) accepted a malformed file:\n{content}")
 
 
 def check_gold_predictions_score_perfectly(prepared: Prepared, case: Case) -> None:
@@ -476,6 +597,15 @@ class TaskConformance:
 
     def test_one_prediction_per_example(self, prepared: Prepared) -> None:
         check_one_prediction_per_example(prepared)
+
+    def test_predict_path_gives_json_records(self, prepared: Prepared, conformance_case: Case) -> None:
+        check_predict_path_gives_json_records(prepared, conformance_case)
+
+    def test_shuffled_features_map_back(self, prepared: Prepared) -> None:
+        check_shuffled_features_map_back(prepared)
+
+    def test_malformed_data_is_a_data_error(self, conformance_case: Case, tmp_path: Path) -> None:
+        check_malformed_data_is_a_data_error(conformance_case, tmp_path)
 
     def test_gold_predictions_score_perfectly(self, prepared: Prepared, conformance_case: Case) -> None:
         check_gold_predictions_score_perfectly(prepared, conformance_case)

@@ -14,12 +14,17 @@ def tiny_llama(folder, examples):
     return tiny_decoder(folder, example_texts(examples), family="llama")
 
 
-@conformance_cases("classification", "ner", "qa")
+# qa reads a question and its context per input: `sft predict QUESTION CONTEXT`
+QA_TEXTS = ("Where does Boris work?", "Boris works in Berlin for a bank.")
+
+
+@conformance_cases("classification", "ner", Case("qa", predict_texts=QA_TEXTS))
 class TestBuiltinTasks(TaskConformance):
     pass
 
 
-@conformance_cases(*(Case(task, tiny_model=tiny_llama) for task in ("classification", "ner", "qa")))
+@conformance_cases(*(Case(task, tiny_model=tiny_llama, predict_texts=QA_TEXTS if task == "qa" else None)
+                     for task in ("classification", "ner", "qa")))
 class TestBuiltinTasksOnADecoder(TaskConformance):
     pass
 

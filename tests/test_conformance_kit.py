@@ -42,8 +42,36 @@ class ForgetfulLabels(ClassificationTask):
         self.labels.reverse()  # a reloaded model reads its classes in the wrong order
 
 
+class UnprintableRecord(ClassificationTask):
+    def format_prediction(self, prediction, example):
+        return {"label": prediction["label"], "alternatives": {prediction["label"]}}  # a set: no JSON
+
+
+class OrderBlind(ClassificationTask):
+    def postprocess(self, outputs, features, examples):  # takes outputs to be in example order
+        return [{"label": self.labels[o["pred"]], "score": o["score"]} for o in outputs]
+
+
+class FloatLabels(ClassificationTask):
+    def collate(self, features):
+        batch = super().collate(features)
+        if "labels" in batch:
+            batch["labels"] = batch["labels"].float().unsqueeze(1)  # what a regression head would take
+        return batch
+
+
+class RawReader(ClassificationTask):
+    def load(self, split, path):
+        if path is not None and str(path).endswith(".jsonl"):
+            import json
+
+            return [json.loads(line) for line in open(path)]  # json's own error, no file or line
+        return super().load(split, path)
+
+
 BROKEN = {"wrong-gold": WrongGold, "no-labels": NoLabels, "short-labels": ShortLabels,
-          "lost-prediction": LostPrediction, "forgetful": ForgetfulLabels}
+          "lost-prediction": LostPrediction, "forgetful": ForgetfulLabels, "unprintable": UnprintableRecord,
+          "order-blind": OrderBlind, "float-labels": FloatLabels, "raw-reader": RawReader}
 
 
 def sft_register_tasks(register):
@@ -116,3 +144,36 @@ def test_an_entry_point_that_imports_torch(monkeypatch, tmp_path):
     monkeypatch.setattr(kit, "_host", PluginHost)
     with pytest.raises(AssertionError, match="loading plugin 'heavy' imports torch: import it inside the task factory"):
         kit.check_entry_point_imports_no_torch(kit.Case("heavy"))
+
+
+# --- the checks of the predict path, feature order, loss errors and malformed data -------------
+
+def test_the_kit_passes_the_unbroken_task_on_the_new_checks(tiny_model, tmp_path):
+    case = kit.Case("classification")
+    ready = kit.prepare(case, tiny_model, tmp_path)
+    kit.check_predict_path_gives_json_records(ready, case)
+    kit.check_shuffled_features_map_back(ready)
+    kit.check_malformed_data_is_a_data_error(case, tmp_path)
+
+
+def test_a_record_sft_predict_cannot_print(tiny_model, tmp_path):
+    with pytest.raises(AssertionError, match="format_prediction of input 0 is not JSON-serialisable"):
+        kit.check_predict_path_gives_json_records(prepared("unprintable", tiny_model, tmp_path), kit.Case("unprintable"))
+
+
+def test_outputs_placed_by_position_rather_than_example_id(tiny_model, tmp_path):
+    with pytest.raises(AssertionError, match="with the features in another order the predictions change"):
+        kit.check_shuffled_features_map_back(prepared("order-blind", tiny_model, tmp_path))
+
+
+def test_a_failing_loss_names_the_likely_cause(tiny_model, tmp_path):
+    with pytest.raises(AssertionError) as failed:
+        kit.check_loss_is_a_scalar_with_a_gradient(prepared("float-labels", tiny_model, tmp_path))
+    message = str(failed.value)
+    assert "model(**collate(features)).loss raised" in message and "labels: (4, 1) float32" in message
+    assert "likely cause: the labels' " in message
+
+
+def test_a_reader_that_lets_json_errors_through(tmp_path):
+    with pytest.raises(AssertionError, match="raised JSONDecodeError.*not a DataError naming the file and the line"):
+        kit.check_malformed_data_is_a_data_error(kit.Case("raw-reader"), tmp_path)

@@ -65,7 +65,7 @@ def test_sft_tasks_lists_it_with_its_distribution(package):
 def test_sft_plugins_shows_its_version_and_contract(package):
     done = sft("plugins")
     assert done.returncode == 0, done.stderr
-    assert f"multiple-choice  ({DISTRIBUTION} 0.1.0)  hooks: sft_register_tasks  contract 1.0" in done.stdout.splitlines()
+    assert f"multiple-choice  ({DISTRIBUTION} 0.1.0)  hooks: sft_register_tasks  contract 1.1" in done.stdout.splitlines()
 
 
 def test_sft_run_trains_and_evaluates_it(package, tiny_model, tmp_path):
@@ -99,4 +99,4 @@ def test_its_own_suite_passes_the_conformance_kit(package):
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
                           cwd=package, capture_output=True, text=True, timeout=600, env=_env())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "12 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
+    assert "15 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]

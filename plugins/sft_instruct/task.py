@@ -126,7 +126,9 @@ class InstructTask:
         return out
 
     def load(self, split: str, path: str | None) -> list[dict]:
-        if split == "predict":
+        if split == "predict":  # prompts of a file; None: those of the built-in evaluation sample
+            if path is None and self._source(0) is None:
+                path = SAMPLE / "eval.jsonl"
             return self._read(0, "predict", path)
         if not self.options.mixture:
             if path is None:
