@@ -126,3 +126,20 @@ def predict(model_dir: str, inputs: list, host=None) -> list[dict]:
     from .predictor import Predictor
 
     return Predictor(model_dir, _host(host)).predict(list(inputs))
+
+
+def metric_module(task: str, host=None) -> str:
+    """Path of the ``evaluate`` module with ``task``'s metrics, shipped in the task's package as
+    ``<package>_metric.py``: ``evaluate.load(sft_core.metric_module("ner"))`` scores a script's
+    predictions exactly as sft does, offline."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = _host(host).get_task(task)
+    package = spec.factory.__module__.split(".")[0]
+    found = importlib.util.find_spec(package)
+    folders = list(found.submodule_search_locations or []) if found else []
+    path = next((Path(f) / f"{package}_metric.py" for f in folders if (Path(f) / f"{package}_metric.py").is_file()), None)
+    if path is None:
+        raise SFTError(f"task {task!r} ships no evaluate module ({package}_metric.py in its package {package!r})")
+    return str(path)
