@@ -35,7 +35,7 @@ def test_the_documented_task_trains_evaluates_and_predicts(host, tmp_path):
     assert "topic" in host.tasks and not host.failed
     texts = [e["text"] for e in sys.modules["sft_topic_doc"].SAMPLE]
     model = tiny_bert(tmp_path / "tiny", texts * 10)  # a tokenizer that knows the sample's words
-    config = make_config("topic", {"model": model, "output_dir": str(tmp_path / "run"), "trainer.epochs": 8,
+    config = make_config("topic", {"model": model, "output_dir": str(tmp_path / "run"), "trainer.epochs": 30,
                                    "trainer.lr": 3e-3, "trainer.batch_size": 8, "trainer.save_every": 0}, host=host)
     result = runner.train(config, host)
     assert result["eval"]["accuracy"] == 1.0  # the sample is learnable: each word names its topic
