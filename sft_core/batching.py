@@ -81,7 +81,7 @@ def _columns(rows: list[dict]) -> dict[str, list]:
     return {name: [row.get(name) for row in rows] for name in rows[0]}
 
 
-def _in_memory(columns) -> "datasets.Dataset":
+def _in_memory(columns):
     """A Dataset of ``columns`` without the fingerprint ``from_dict`` computes by hashing the whole table
     (nothing is cached for it)."""
     import secrets
