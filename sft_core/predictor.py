@@ -51,7 +51,7 @@ def _stop_ids(model, kwargs: dict) -> set[int]:
 def _steered(model, settings: GenerationSettings | None, streamer, record: list | None = None):
     """``model`` with ``generate`` taking ``settings`` and ``streamer`` on top of the task's arguments;
     with ``record``, each ``generate`` call appends one (new tokens, stopped by the length limit) per row."""
-    import torch
+    from .wrapping import model_wrapper
 
     extra = (settings or GenerationSettings()).generate_kwargs(streamer is not None)
     if streamer is not None:
@@ -59,14 +59,7 @@ def _steered(model, settings: GenerationSettings | None, streamer, record: list 
     if not extra and record is None:
         return model
 
-    class Steered(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = model
-
-        def forward(self, *args, **kwargs):
-            return self.inner(*args, **kwargs)
-
+    class Steered(model_wrapper()):
         def generate(self, *args, **kwargs):
             kwargs.update(extra)
             if kwargs.get("num_beams", 1) == 1:  # beam-only settings would only draw warnings
@@ -85,13 +78,7 @@ def _steered(model, settings: GenerationSettings | None, streamer, record: list 
                 record.append(calls)
             return out
 
-        def __getattr__(self, name):
-            try:
-                return super().__getattr__(name)
-            except AttributeError:
-                return getattr(self.inner, name)
-
-    return Steered()
+    return Steered(model)
 
 
 class Predictor:

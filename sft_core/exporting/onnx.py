@@ -41,12 +41,11 @@ class _Generates(Exception):
 
 def _recorder(model):
     """``model`` wrapped so that a task's ``predict_step`` can run on it while its calls are noted."""
-    import torch
+    from ..wrapping import model_wrapper
 
-    class Recorder(torch.nn.Module):
+    class Recorder(model_wrapper()):
         def __init__(self):
-            super().__init__()
-            self.inner = model
+            super().__init__(model)
             self.calls: list[tuple[dict, object]] = []
 
         def forward(self, **kwargs):
@@ -56,12 +55,6 @@ def _recorder(model):
 
         def generate(self, *args, **kwargs):
             raise _Generates()
-
-        def __getattr__(self, name):
-            try:
-                return super().__getattr__(name)
-            except AttributeError:
-                return getattr(self.inner, name)
 
     return Recorder()
 
