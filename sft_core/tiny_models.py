@@ -27,7 +27,8 @@ def example_texts(examples: Iterable[Any]) -> list[str]:
     return found
 
 
-def tiny_bert(folder: Path, texts: Iterable[str], *, vocab_size: int = 500, hidden: int = 32, layers: int = 2) -> str:
+def tiny_bert(folder: Path, texts: Iterable[str], *, vocab_size: int = 500, hidden: int = 32, layers: int = 2,
+              heads: int = 2) -> str:
     """A random BERT encoder and a WordPiece tokenizer trained on ``texts``, saved as a Hugging Face folder.
 
     Uncased with accents stripped, like the offline MiniLM; 512 positions, so a task's default
@@ -48,7 +49,8 @@ def tiny_bert(folder: Path, texts: Iterable[str], *, vocab_size: int = 500, hidd
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                         sep_token="[SEP]", mask_token="[MASK]")
     config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512, pad_token_id=0)
+                        num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=512,
+                        pad_token_id=0)
     with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
         torch.manual_seed(0)
         model = BertModel(config)

@@ -269,7 +269,7 @@ def test_text_labels_sorted_and_single_label_rejected(task_for, tmp_path):
     task.setup(task.load("train", str(write(tmp_path / "t.csv", "text,label\na,pos\nb,neg\nc,mid\n"))))
     assert task.labels == ["mid", "neg", "pos"]
     task = task_for()
-    with pytest.raises(DataError, match="single label"):
+    with pytest.raises(DataError, match="holds a single class"):
         task.setup(task.load("train", str(write(tmp_path / "one.csv", "text,label\na,pos\nb,pos\n"))))
 
 

@@ -117,7 +117,7 @@ def test_adapter_only_save_reloads_for_eval_and_predict(tmp_path, backbones):
     assert again["metrics"]["accuracy"] == pytest.approx(result["eval"]["accuracy"])
     assert (tmp_path / "again" / "predictions.jsonl").read_text() == (tmp_path / "predictions.jsonl").read_text()
     predicted = list(runner.predict_saved(str(folder), ["a gripping, funny film"], None, PluginHost()))
-    assert predicted[0]["label"] in ("positive", "negative")
+    assert predicted[0]["prediction"] in ("positive", "negative")
 
 
 @pytest.mark.parametrize("backbone", ["bert", "llama"])

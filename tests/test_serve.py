@@ -137,7 +137,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_result(classifier
     assert [r.status_code for r in responses] == [200] * len(texts)
     for response, text, alone in zip(responses, texts, sequential):
         (got,) = response.json()["predictions"]
-        assert got["text"] == text and got["label"] == alone["label"]
+        assert got["text"] == text and got["prediction"] == alone["prediction"]
         assert got["score"] == pytest.approx(alone["score"], abs=1e-4)
     count = float(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("sft_batch_size_count")))
     assert 1 <= count < len(texts)  # some requests shared a model call
@@ -217,7 +217,7 @@ def test_a_long_input_is_truncated_and_flagged_or_rejected_by_option(classifier)
     with serving(classifier) as (url, _):
         flagged = httpx.post(f"{url}/predict", json={"inputs": [long_text, "short"]}).json()["predictions"]
     assert flagged[0]["truncated"] is True and "truncated" not in flagged[1]
-    assert flagged[0]["label"] == classifier.predict([long_text])[0]["label"]
+    assert flagged[0]["prediction"] == classifier.predict([long_text])[0]["prediction"]
     with serving(classifier, long_inputs="reject") as (url, _):
         rejected = httpx.post(f"{url}/predict", json={"inputs": ["short", long_text]})
         assert httpx.get(f"{url}/health").status_code == 200
