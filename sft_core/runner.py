@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .checkpoint import TASK_FILE
+from .checkpoint import TASK_FILE, fsync_dir, fsync_file
 from .config import RunConfig, build_config
 from .errors import SFTError
 from .exporting.runtime import is_onnx_folder
@@ -85,9 +85,12 @@ def make_accelerator(config: RunConfig):
 
 
 def _write_json(path: Path, obj) -> None:
+    """Write ``path`` whole or not at all: a temporary file, flushed to disk, then renamed."""
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    fsync_file(tmp)
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def _versions(accelerator) -> dict:
@@ -149,22 +152,30 @@ def load_model(task, path: str, trainable: bool = False, gradient_checkpointing:
     return tokenizer, model
 
 
-def train(config: RunConfig, host, resume: bool | str = False) -> dict:
-    """``sft run``: train, evaluate, save; returns {"train": ..., "eval": ...}."""
+def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool = False) -> dict:
+    """``sft run``: train, evaluate, save; returns {"train": ..., "eval": ...}.
+
+    An output folder holding an earlier run is continued (``resume``), replaced (``overwrite``:
+    the files sft wrote there are removed first) or refused with an error.
+    """
     from accelerate.utils import set_seed
 
     from .batching import build_features
+    from .checkpoint import load_training_state
+    from .run_folder import check_output_dir, remove_run
     from .training import Run, fit, latest_checkpoint
 
     _quiet_libraries()
     spec = host.get_task(config.task)
     output_dir = Path(config.output_dir)
-    resume_from = None
+    check_output_dir(output_dir, bool(resume), overwrite)
+    resume_from = resume_state = None
     if resume:
         resume_from = Path(resume) if isinstance(resume, str) else latest_checkpoint(output_dir)
         if resume_from is None or not (resume_from / "training_state.pt").is_file():
             raise SFTError(f"nothing to resume: no checkpoint in {output_dir / 'checkpoints'}"
                            if resume_from is None else f"not a checkpoint folder: {resume_from}")
+        resume_state = load_training_state(resume_from)  # before the slow work: a bad file fails at once
 
     accelerator = make_accelerator(config)
     main = accelerator.is_main_process
@@ -172,11 +183,6 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
     train_examples = _limit(task.load("train", resolve_source(config.data.train)), config.data.max_train_samples)
     if not train_examples:
         raise SFTError(f"no training examples in {config.data.train or 'the built-in sample'}")
-    eval_path = config.data.eval
-    eval_examples = None
-    if eval_path is not None or config.data.train is None:
-        eval_examples = _limit(task.load("eval", resolve_source(eval_path)), config.data.max_eval_samples)
-
     if resume_from is not None:
         saved = json.loads((resume_from / "model" / TASK_FILE).read_text(encoding="utf-8"))
         task.load_state_dict(saved["state"])
@@ -185,6 +191,12 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
         task.setup(train_examples)
         # a task may resolve names of its own (e.g. a model built from a configuration)
         model_path = getattr(task, "resolve_model", resolve_model)(config.model)
+    # read after setup/load_state_dict, so that the task can check it against what training defined
+    # (e.g. a label never seen in training is an error naming its file and line)
+    eval_path = config.data.eval
+    eval_examples = None
+    if eval_path is not None or config.data.train is None:
+        eval_examples = _limit(task.load("eval", resolve_source(eval_path)), config.data.max_eval_samples)
     set_seed(config.trainer.seed)
     tokenizer, model = load_model(task, model_path, trainable=True,
                                   gradient_checkpointing=config.trainer.gradient_checkpointing)
@@ -202,15 +214,14 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
         print(describe_counts(counts), file=sys.stderr)
 
     if main:
+        if overwrite:
+            remove_run(output_dir, prediction_files(task))
         output_dir.mkdir(parents=True, exist_ok=True)
-        old = output_dir / "checkpoints"
-        if resume_from is None and old.is_dir() and any(old.iterdir()):
-            print(f"note: removing checkpoints of an earlier run in {old} (use --resume to continue it)", file=sys.stderr)
-            shutil.rmtree(old)
         (output_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         _write_json(output_dir / "run_info.json", {"versions": _versions(accelerator), "seed": config.trainer.seed,
                                                    "resumed_from": str(resume_from) if resume_from else None,
-                                                   "parameters": counts})
+                                                   "parameters": counts,
+                                                   "prediction_files": list(prediction_files(task))})
     accelerator.wait_for_everyone()
 
     with accelerator.main_process_first():
@@ -223,7 +234,8 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
 
     run = Run(config=config, task=task, hooks=host.hook, accelerator=accelerator, model=model,
               tokenizer=tokenizer, train_features=train_features, eval_features=eval_features,
-              eval_examples=eval_examples or None, output_dir=output_dir, resume_from=resume_from)
+              eval_examples=eval_examples or None, output_dir=output_dir, resume_from=resume_from,
+              resume_state=resume_state)
     result = fit(run)
     if main:
         _write_json(output_dir / "train_results.json", result["train"])
@@ -238,8 +250,28 @@ def train(config: RunConfig, host, resume: bool | str = False) -> dict:
     return result
 
 
-def load_saved(model_dir: str, host, layers: list[tuple[str, dict]]):
-    """Rebuild (spec, config, task) from a model folder written by ``sft run``."""
+#: Keys of the saved training config that bounded what the training run read, not what a later
+#: ``sft eval`` or ``sft predict`` scores or predicts
+TRAINING_LIMITS = ("max_train_samples", "max_eval_samples")
+
+
+def _inference_layer(saved: dict, data_given: bool) -> dict:
+    """The saved training config as the lowest config layer of ``sft eval``/``sft predict``.
+
+    Without the training run's sample limits: this command reads its data whole unless its own
+    options or config files set a limit. With ``data_given`` (``sft eval --data FILE``) also
+    without data.eval, since the run's row selections (data.eval_rows, ...) belong to that file:
+    FILE is scored whole, even when it is the run's own evaluation file.
+    """
+    data = {k: v for k, v in (saved.get("data") or {}).items()
+            if k not in TRAINING_LIMITS and not (data_given and k == "eval")}
+    return {**saved, "data": data}
+
+
+def load_saved(model_dir: str, host, layers: list[tuple[str, dict]], data_given: bool = False):
+    """Rebuild (spec, config, task) from a model folder written by ``sft run``, for inference:
+    ``layers`` (this command's config files and settings) on top of the saved config, whose
+    training-time sample limits are dropped (see ``_inference_layer``)."""
     folder = Path(model_dir)
     info_file = folder / TASK_FILE
     if not folder.is_dir():
@@ -254,7 +286,7 @@ def load_saved(model_dir: str, host, layers: list[tuple[str, dict]]):
                        f"{provider['distribution']!r}{version}, which is not installed or not loaded: "
                        f"pip install {provider['distribution']}")
     spec = host.get_task(info["task"])
-    saved = dict(info["config"])
+    saved = _inference_layer(info["config"], data_given)
     saved.pop("task", None)
     config = build_config(spec, [(f"{info_file}", saved), *layers, ("--model", {"model": str(folder)})])
     task = spec.factory(config)
@@ -292,7 +324,8 @@ def evaluate_saved(model_dir: str, data: str | None, output_dir: str | None, hos
                    task_name: str | None = None) -> dict:
     """``sft eval``: score a saved model on ``data``; writes eval_results.json and predictions.
 
-    A model that was not written by sft (e.g. ``smollm2``, a hub id) is evaluated as the untrained
+    ``data`` is scored whole: the training run's sample limits do not apply, only those of
+    ``layers`` (this command's config files and settings). A model that was not written by sft (e.g. ``smollm2``, a hub id) is evaluated as the untrained
     starting point of ``task_name``: its zero-shot baseline, measured the same way as a trained model.
     """
     from .batching import build_features
@@ -304,7 +337,7 @@ def evaluate_saved(model_dir: str, data: str | None, output_dir: str | None, hos
     if pretrained:
         config, task, model_path = _pretrained(model_dir, host, task_name, layers)
     else:
-        _, config, task = load_saved(model_dir, host, layers)
+        _, config, task = load_saved(model_dir, host, layers, data_given=data is not None)
         if task_name is not None and task_name != config.task:
             raise SFTError(f"{model_dir} is a model of task {config.task!r}, not {task_name!r}")
         model_path = model_dir

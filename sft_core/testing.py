@@ -440,8 +440,13 @@ def check_saved_model_reloads_and_predicts_the_same(output_dir: Path, result: di
 
     assert result["train"]["train_steps"] == case.steps and result["eval"] is not None
     saved = output_dir / "model"
-    _, saved_config, task = runner.load_saved(str(saved), _host(), [])
-    again = runner.evaluate_saved(str(saved), saved_config.data.eval, str(output_dir / "reloaded"), _host())
+    from .checkpoint import TASK_FILE
+
+    _, _, task = runner.load_saved(str(saved), _host(), [])
+    # the run's own evaluation data (data=None), limited as the run was: sft eval reads it whole unless told
+    trained_with = json.loads((saved / TASK_FILE).read_text(encoding="utf-8"))["config"]["data"]
+    limit = [("the run's data.max_eval_samples", {"data.max_eval_samples": trained_with.get("max_eval_samples")})]
+    again = runner.evaluate_saved(str(saved), None, str(output_dir / "reloaded"), _host(), limit)
     for name in prediction_files(task):
         if (output_dir / name).is_file():
             difference = _same(_read_output(output_dir / name), _read_output(output_dir / "reloaded" / name), name)

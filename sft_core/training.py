@@ -5,6 +5,7 @@ The step is the same for every task: ``model(**task.collate(features)).loss``, o
 checkpoints, best-model selection, early stopping and the time limit hang off the loop at step and
 epoch boundaries. A checkpoint records the epoch and the number of steps taken in it; batches are a
 function of (seed, epoch), so resuming skips straight to the next batch of the interrupted run.
+SIGINT and SIGTERM stop the loop at the next step boundary, after a checkpoint (``interrupt``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from .checkpoint import (TrainState, list_checkpoints, load_training_state, rota
 from . import sharding
 from .evaluation import evaluate, rows, to_device
 from .task import metric_direction, prediction_files
-from .errors import ConfigError
+from .errors import ConfigError, TrainingInterrupted
+from .interrupt import StopSignals, name as signal_name
 from .logger import MetricsLogger, progress_bar
 
 
@@ -46,6 +48,7 @@ class Run:
     eval_examples: list | None = None
     output_dir: Path = Path(".")
     resume_from: Path | None = None
+    resume_state: dict | None = None  # training_state.pt of resume_from, when already read
 
 
 def _param_groups(model, weight_decay: float) -> list[dict]:
@@ -80,7 +83,16 @@ def _better(direction: str, value: float, best: float | None) -> bool:
 
 
 def fit(run: Run) -> dict:
-    """Train; returns {"train": train results, "eval": metrics of the final or best model or None}."""
+    """Train; returns {"train": train results, "eval": metrics of the final or best model or None}.
+
+    Raises ``TrainingInterrupted`` after a SIGINT or SIGTERM, once the checkpoint of the step
+    reached is written; the handlers are those of the caller again when this returns or raises.
+    """
+    with StopSignals() as stops:
+        return _fit(run, stops)
+
+
+def _fit(run: Run, stops: StopSignals) -> dict:
     cfg, acc, task = run.config.trainer, run.accelerator, run.task
     main = acc.is_main_process
     world, rank = acc.num_processes, acc.process_index
@@ -114,7 +126,7 @@ def fit(run: Run) -> dict:
 
     state = TrainState()
     if run.resume_from is not None:
-        saved = load_training_state(run.resume_from)
+        saved = run.resume_state if run.resume_state is not None else load_training_state(run.resume_from)
         if sharded:
             sharding.load_optimizer_state(model, optimizer, saved["optimizer"])
         else:
@@ -207,6 +219,8 @@ def fit(run: Run) -> dict:
     compute_loss = getattr(task, "compute_loss", None)  # optional: a task's own loss (e.g. label smoothing)
     status = "failed"
     stop = False
+    ended_early = False  # by early stopping or the time limit: not resumable to the same end
+    interrupted = 0  # the signal that stopped training, agreed by every process
     evaluated_at = saved_at = -1
     # the logged samples/s counts training time only, like train_samples_per_second
     window_loss, window_steps, window_samples, window_start = 0.0, 0, 0, state.train_seconds
@@ -217,6 +231,10 @@ def fit(run: Run) -> dict:
             first = state.steps_in_epoch * cfg.grad_accum
             micro = [b[rank] for b in epoch_batches[first:]]
             for start in range(0, len(micro), cfg.grad_accum):
+                interrupted = _stop_signal(acc, stops)  # a step boundary: the last step's work is done
+                if interrupted:
+                    stop = True
+                    break
                 step_start = time.perf_counter()
                 group = micro[start:start + cfg.grad_accum]
                 model.train()
@@ -259,12 +277,12 @@ def fit(run: Run) -> dict:
                 if state.global_step >= total_steps:
                     stop = True
                 if cfg.max_time_minutes and _agree(acc, state.train_seconds >= cfg.max_time_minutes * 60):
-                    stop = True
+                    stop = ended_early = True
                     logger.log({"step": state.global_step, "event": "max_time_reached", "minutes": cfg.max_time_minutes})
                 if has_eval and cfg.eval_every and state.global_step % cfg.eval_every == 0:
                     evaluated_at = state.global_step
                     if do_evaluate():
-                        stop = True
+                        stop = ended_early = True
                         logger.log({"step": state.global_step, "event": "early_stopping"})
                 if cfg.save_every and state.global_step % cfg.save_every == 0 and not stop:
                     do_checkpoint()
@@ -277,10 +295,20 @@ def fit(run: Run) -> dict:
                 done = state.global_step >= total_steps
                 if has_eval and cfg.eval_every is None and evaluated_at != state.global_step and not done:
                     evaluated_at = state.global_step
-                    stop = do_evaluate()
+                    stop = ended_early = do_evaluate()
                 if cfg.save_every is None and not done and not stop:
                     do_checkpoint()
                     saved_at = state.global_step
+        if not interrupted and not ended_early:  # a signal during the last step stops before the final work
+            interrupted = _stop_signal(acc, stops)
+        if interrupted:
+            if saved_at != state.global_step:
+                do_checkpoint()
+            status = "interrupted"
+            logger.log({"step": state.global_step, "event": "interrupted", "signal": signal_name(interrupted)})
+            logger.close()
+            raise TrainingInterrupted(signal_name(interrupted), interrupted, state.global_step,
+                                      ckpt_dir / f"step-{state.global_step:08d}", main_process=main)
         if has_eval and evaluated_at != state.global_step:
             do_evaluate(final=True)
         if cfg.save_every != 0 and saved_at != state.global_step:
@@ -339,6 +367,15 @@ def _agree(acc, flag: bool) -> bool:
     box = [flag]
     broadcast_object_list(box, from_process=0)
     return bool(box[0])
+
+
+def _stop_signal(acc, stops: StopSignals) -> int:
+    """The signal number that stops training at this step boundary, 0 for none: any process's, so
+    that every process stops at the same step even when only one of them was signalled."""
+    mine = stops.received or 0
+    if acc.num_processes == 1:
+        return mine
+    return int(acc.gather(torch.tensor([mine], device=acc.device)).max())
 
 
 def _eval_key(name: str) -> str:

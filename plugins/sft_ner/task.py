@@ -50,7 +50,6 @@ class NERTask:
         self.tokenizer = None
         self.word_prefix = ""  # put before each word but the first (byte-level BPE tokenizers; see alignment)
         self.partial_last_layer = False  # whether the model's last layer computes the scored tokens only
-        self._unchecked: list[tuple[str, list[dict]]] = []  # eval data read before the label set was known
 
     # --- data ---------------------------------------------------------------------------------
     def load(self, split: str, path: str | None) -> list[dict]:
@@ -58,11 +57,8 @@ class NERTask:
             path = SAMPLE / ("train.conll" if split == "train" else "eval.conll")
         limit = {"train": self.config.data.max_train_samples, "eval": self.config.data.max_eval_samples}.get(split)
         examples = read_examples(path, self.config.data, split, limit)
-        if split == "eval":
-            if self.labels:
-                self._check_types(str(path), examples)
-            else:
-                self._unchecked.append((str(path), examples))
+        if split == "eval" and self.labels:  # the engine reads eval data after setup / load_state_dict
+            self._check_types(str(path), examples)
         return examples
 
     def _check_types(self, path: str, examples: list[dict]) -> None:
@@ -72,24 +68,17 @@ class NERTask:
                 raise DataError(f"{path} line {line}: entity type {kind!r} never seen in training "
                                 f"(known types: {', '.join(sorted(known)) or 'none'})")
 
-    def _check_pending(self) -> None:
-        pending, self._unchecked = self._unchecked, []
-        for path, examples in pending:
-            self._check_types(path, examples)
-
     def setup(self, train_examples: list[dict]) -> None:
         types = set(_types(train_examples))
         if not types:
             raise DataError("the training data holds no entities (every tag is O); is data.tag_column right?")
         self.labels = label_set(types)
-        self._check_pending()
 
     def state_dict(self) -> dict:
         return {"labels": self.labels}
 
     def load_state_dict(self, state: dict) -> None:
         self.labels = list(state.get("labels", []))
-        self._check_pending()
 
     # --- model --------------------------------------------------------------------------------
     def load_tokenizer(self, name_or_path: str):

@@ -40,7 +40,7 @@ lines `{"text": "...", "label": "..."}`. Written by `sft new-task __NAME__`; edi
 pip install -e .                      # sft finds the task through its entry point
 python -m pytest                      # sft's conformance kit and the reader's tests
 sft run --task __NAME__               # trains on the built-in sample
-sft run --task __NAME__ --train train.jsonl --eval dev.jsonl data.text_field=review
+sft run --task __NAME__ --train train.jsonl --eval dev.jsonl data.text_field=review --overwrite   # replaces the first run
 sft predict --model runs/__NAME__/model "some text"
 ```
 '''
