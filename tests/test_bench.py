@@ -61,6 +61,7 @@ def test_suites_of_configs():
     assert sorted(groups["glue"]) == ["cola", "qnli", "rte", "sst2", "stsb"]
     assert sorted(groups["all"]) == sorted(p.stem for p in RECIPES)
     assert {"conll2003", "squad", "multi30k"} <= set(groups["all"])
+    assert groups["documents"] == ["imdb"]
 
 
 def test_cola_recipe_selects_matthews(host):
@@ -157,7 +158,11 @@ def test_bench_runs_recipes_and_reports_failures(tiny_model, tmp_path):
     assert "sft bench bad good missing --data-dir" in header["command"]
 
     assert good["status"] == "ok" and good["error"] is None
-    assert set(good["metrics"]) == {"accuracy", "f1"} and 0 <= good["metrics"]["accuracy"] <= 1
+    evals = json.loads((out / "runs" / "good" / "eval_results.json").read_text())
+    assert good["metrics"] == {"accuracy": evals["accuracy"], "f1": evals["f1"]}  # the run's figures, as it wrote them
+    predictions = [json.loads(line) for line in (out / "runs" / "good" / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 6
+    assert good["metrics"]["accuracy"] == pytest.approx(sum(p["prediction"] == p["label"] for p in predictions) / 6)
     assert good["train_samples_per_second"] > 0 and good["eval_samples_per_second"] > 0
     assert good["wall_seconds"] > 0 and good["peak_rss_mb"] > 50
     assert good["seed"] == 42 and good["device"] == "cpu" and good["versions"]["transformers"]
@@ -166,8 +171,8 @@ def test_bench_runs_recipes_and_reports_failures(tiny_model, tmp_path):
     assert run_config["trainer"]["max_steps"] == 2 and run_config["data"]["train"] == str(data / "train.tsv")
     assert json.loads((out / "runs" / "good" / "train_results.json").read_text())["train_steps"] == 2
 
-    assert bad["status"] == "failed" and bad["error"].startswith("exit 2: ") and "single label" in bad["error"]
-    assert bad["peak_rss_mb"] and (out / "logs" / "bad.err").read_text().count("single label") == 1
+    assert bad["status"] == "failed" and bad["error"].startswith("exit 2: ") and "single class" in bad["error"]
+    assert bad["peak_rss_mb"] and (out / "logs" / "bad.err").read_text().count("single class") == 1
     assert missing["status"] == "failed" and "unknown task 'no-such-task'" in missing["error"]
 
     table = (out / "results.md").read_text()

@@ -293,10 +293,13 @@ def test_balanced_class_weights_and_the_weighted_loss(host, tmp_path):
             return type("Out", (), {"logits": input_ids.float()})()
 
     batch = {"input_ids": torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0]]), "labels": torch.tensor([0, 1, 0])}
-    loss = task.compute_loss(Logits(), batch)
+    loss = task.compute_loss(Logits(), batch)  # set by the weights: without them the model's own loss is used
     weights = torch.tensor(task.class_weights)[batch["labels"]]
     each = torch.nn.functional.cross_entropy(batch["input_ids"], batch["labels"], reduction="none")
     assert loss.item() == pytest.approx(float((weights * each).sum() / weights.sum()))
+    unweighted = task_for(host)
+    unweighted.setup(unweighted.load("train", str(path)))
+    assert not hasattr(unweighted, "compute_loss")
     listed = task_for(host, **{"classification.class_weights": [1.0, 3.0]})
     listed.setup(listed.load("train", str(path)))
     assert listed.class_weights == [1.0, 3.0]
@@ -327,3 +330,56 @@ def test_the_predicted_class_has_one_name_everywhere(host, tmp_path):
     printed = task.format_prediction(prediction, example)
     assert written == {"text": "fine", "label": "neg", "prediction": "pos", "score": 0.75}
     assert printed == {"text": "fine", "prediction": "pos", "score": 0.75}
+
+
+def test_sft_eval_and_predict_on_class_folders(host, cue_model, tmp_path):
+    """Train on a folder, then `sft eval` on another folder in the same layout and `sft predict`
+    on a folder: unchanged commands, every file scored."""
+    from click.testing import CliRunner
+
+    from sft_core import api
+    from sft_core.cli import cli
+
+    def folder(name, n, seed):
+        rows = {"neg": [], "pos": []}
+        for text, label in long_cue_texts(n, seed, words=4):
+            rows["pos" if label == "positive" else "neg"].append(text)
+        return write_folder(tmp_path / name, rows)
+
+    api.train(task="classification", model=cue_model, train=str(folder("train", 32, 5)), eval=str(folder("dev", 8, 6)),
+              output_dir=str(tmp_path / "run"), overrides={"trainer.epochs": 10, "trainer.lr": 3e-3, "trainer.batch_size": 8,
+                                                           "trainer.eval_every": 0, "trainer.save_every": 0,
+                                                           "data.max_eval_samples": 4})
+    test = folder("test", 20, 7)
+    result = CliRunner().invoke(cli, ["eval", "--model", str(tmp_path / "run" / "model"), "--data", str(test),
+                                      "--output-dir", str(tmp_path / "eval")], obj=PluginHost())
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(written) == 20 and {Path(r["file"]).parent.name for r in written} == {"neg", "pos"}
+    assert json.loads((tmp_path / "eval" / "eval_results.json").read_text())["accuracy"] == 1.0
+    result = CliRunner().invoke(cli, ["predict", "--model", str(tmp_path / "run" / "model"), "--input", str(test)],
+                                obj=PluginHost())
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert len(records) == 20 and all(r["prediction"] in ("neg", "pos") for r in records)
+
+
+@pytest.mark.slow
+def test_imdb_recipe_split_of_the_training_folder(host):
+    """configs/imdb.yaml on the real download layout: 25,000 reviews, disjoint seeded parts, both classes
+    in the first 4,000 training reviews, no markup left."""
+    from sft_core.config import load_config_file
+
+    root = Path(__file__).resolve().parents[1]
+    data = root.parent / "shared" / "data"
+    if not (data / "imdb" / "aclImdb" / "train").is_dir():
+        pytest.skip("IMDB data not available")
+    layer = load_config_file(root / "configs" / "imdb.yaml", str(data))
+    layer.pop("task")
+    task = host.get_task("classification").factory(make_config(host, **layer))
+    train, held_out = task.load("train", task.config.data.train), task.load("eval", task.config.data.eval)
+    assert len(train) == 4000 and len(held_out) == 2000
+    assert not {e["file"] for e in train} & {e["file"] for e in held_out}
+    counts = {label: sum(e["label"] == label for e in train) for label in ("neg", "pos")}
+    assert min(counts.values()) > 1800, counts  # a shuffled order, not the first 4,000 files of one class
+    assert not any("<br" in e["text"] for e in train + held_out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 
+import numpy as np
 import pytest
 
 import sft_core.testing as kit
@@ -49,7 +50,7 @@ class UnprintableRecord(ClassificationTask):
 
 class OrderBlind(ClassificationTask):
     def postprocess(self, outputs, features, examples):  # takes outputs to be in example order
-        return [{"label": self.labels[o["pred"]], "score": o["score"]} for o in outputs]
+        return [self._prediction(np.asarray(o["logits"])) for o in outputs]
 
 
 class FloatLabels(ClassificationTask):
@@ -126,7 +127,7 @@ def test_a_reloaded_model_must_predict_the_same(tiny_model, tmp_path):
         kit.check_saved_model_reloads_and_predicts_the_same(tmp_path, result, case)
 
 
-def test_an_entry_point_that_imports_torch(monkeypatch, tmp_path):
+def test_an_entry_point_that_imports_torch(monkeypatch, tmp_path, load_plugins):
     (tmp_path / "sft_heavy.py").write_text(
         "import torch\n"
         "from sft_core import hookimpl\n"
@@ -142,6 +143,7 @@ def test_an_entry_point_that_imports_torch(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setattr(kit, "_host", PluginHost)
+    load_plugins("sft-heavy")
     with pytest.raises(AssertionError, match="loading plugin 'heavy' imports torch: import it inside the task factory"):
         kit.check_entry_point_imports_no_torch(kit.Case("heavy"))
 

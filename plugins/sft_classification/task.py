@@ -112,7 +112,7 @@ class ClassificationTask:
             raise DataError(f"the training data{source} holds a single class ({', '.join(self.labels)}); "
                             "classification needs at least two (a file sorted by label keeps its order: "
                             "data.max_train_samples takes its first rows)")
-        self.class_weights = self._class_weights(raw)
+        self._set_class_weights(self._class_weights(raw))
         if self.class_weights is not None:
             self.report["class_weights"] = {label: round(w, 6) for label, w in zip(self.labels, self.class_weights)}
 
@@ -131,6 +131,15 @@ class ClassificationTask:
                               f"({', '.join(self.labels)}, in this order)")
         return [float(w) for w in wanted]
 
+    def _set_class_weights(self, weights: list[float] | None) -> None:
+        """Weights on: the engine's step calls ``compute_loss`` (contract: a task's own loss), which
+        exists only then, so an unweighted run keeps the model's own loss untouched."""
+        self.class_weights = weights
+        if weights is not None:
+            self.compute_loss = self._weighted_loss
+        else:
+            self.__dict__.pop("compute_loss", None)
+
     def state_dict(self) -> dict:
         return {"labels": self.labels, "regression": self.regression, "problem": self.problem,
                 "class_weights": self.class_weights}
@@ -138,7 +147,7 @@ class ClassificationTask:
     def load_state_dict(self, state: dict) -> None:
         self.labels = list(state.get("labels", []))
         self.problem = state.get("problem") or ("regression" if state.get("regression") else "single_label")
-        self.class_weights = state.get("class_weights")
+        self._set_class_weights(state.get("class_weights"))
 
     @property
     def main_metric(self) -> str:
@@ -219,10 +228,8 @@ class ClassificationTask:
             batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=dtype)
         return batch
 
-    def compute_loss(self, model, batch) -> torch.Tensor:
-        """The model's own loss, or cross entropy weighted by classification.class_weights."""
-        if self.class_weights is None:
-            return model(**batch).loss
+    def _weighted_loss(self, model, batch) -> torch.Tensor:
+        """Cross entropy weighted by classification.class_weights (the task's ``compute_loss`` then)."""
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
         weight = torch.tensor(self.class_weights, dtype=logits.dtype, device=logits.device)
         return torch.nn.functional.cross_entropy(logits, batch["labels"], weight=weight)
