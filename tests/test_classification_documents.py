@@ -383,3 +383,20 @@ def test_imdb_recipe_split_of_the_training_folder(host):
     counts = {label: sum(e["label"] == label for e in train) for label in ("neg", "pos")}
     assert min(counts.values()) > 1800, counts  # a shuffled order, not the first 4,000 files of one class
     assert not any("<br" in e["text"] for e in train + held_out)
+
+
+def test_multi_label_metrics_as_an_evaluate_module(host):
+    """A user's own script scores multi-label predictions exactly as sft does."""
+    import evaluate
+
+    import sft_core
+
+    task = task_for(host, **{"classification.problem_type": "multi_label"})
+    task.load_state_dict({"labels": ["food", "music", "sports"], "problem": "multi_label"})
+    rng = random.Random(3)
+    gold = [{"text": "t", "label": sorted(rng.sample(task.labels, rng.randint(0, 2)))} for _ in range(30)]
+    predicted = [{"label": sorted(rng.sample(task.labels, rng.randint(0, 3)))} for _ in range(30)]
+    metric = evaluate.load(sft_core.metric_module("classification"), "multi_label")
+    got = metric.compute(predictions=[p["label"] for p in predicted], references=[e["label"] for e in gold],
+                         labels=task.labels)
+    assert got == pytest.approx(task.compute_metrics(predicted, gold))
