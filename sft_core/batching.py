@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 
 
-FEATURES_REVISION = 2
+FEATURES_REVISION = 3
 
 
 def cache_root() -> Path:
@@ -33,7 +33,7 @@ def _fingerprint(task, config, tokenizer, examples: list[dict], split: str) -> s
     identity = {
         "sft": __version__,
         # raised when a built-in task's features change for the same inputs (2: NER words as running
-        # text for byte-level BPE tokenizers)
+        # text for byte-level BPE tokenizers; 3: QA training windows flag answers cut inside a token)
         "features": FEATURES_REVISION,
         "task": config.task,
         "task_class": type(task).__qualname__,

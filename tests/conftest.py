@@ -9,6 +9,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+#: The plugins the suite sees: the built-in tasks (the entry points of the distribution sft-core) and
+#: none of the third-party plugins that may be installed next to sft, whatever the shell sets, so an
+#: installed plugin cannot change what a test sees. Set here, before any test or subprocess starts, so
+#: session fixtures and every ``sft`` the tests start inherit it; a test wanting another plugin asks for
+#: it with the ``load_plugins`` fixture (or ``plugins_env`` for a subprocess).
+BUILTIN_PLUGINS = "sft-core"
+os.environ["SFT_LOAD_PLUGINS"] = BUILTIN_PLUGINS
+os.environ.pop("SFT_DISABLE_PLUGINS", None)
+
 from pathlib import Path
 
 import pytest
@@ -21,6 +30,27 @@ SAMPLE = ROOT / "plugins" / "sft_classification" / "sample_data"
 @pytest.fixture(autouse=True)
 def _feature_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SFT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "sft-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _builtin_plugins_only(monkeypatch):
+    """Each test starts with the built-in plugins only, even after a test that set the variables itself."""
+    monkeypatch.setenv("SFT_LOAD_PLUGINS", BUILTIN_PLUGINS)
+    monkeypatch.delenv("SFT_DISABLE_PLUGINS", raising=False)
+
+
+def plugins_env(*names: str, **extra: str) -> dict[str, str]:
+    """The environment for a subprocess that also loads ``names`` (entry-point or distribution names)."""
+    return {**os.environ, "SFT_LOAD_PLUGINS": ",".join((BUILTIN_PLUGINS, *names)), **extra}
+
+
+@pytest.fixture
+def load_plugins(monkeypatch):
+    """``load_plugins("rival")``: this test (and the subprocesses it starts) also loads these plugins."""
+    def load(*names: str) -> None:
+        monkeypatch.setenv("SFT_LOAD_PLUGINS", ",".join((BUILTIN_PLUGINS, *names)))
+
+    return load
 
 
 def build_tiny_bert(folder: Path, texts: list[str]) -> Path:

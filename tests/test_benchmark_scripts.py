@@ -76,7 +76,16 @@ def test_first_subword_labels_and_word_tags(ner_script):
 
 
 @pytest.mark.parametrize("padding, bf16", [("dynamic", False), ("max_length", False), ("dynamic", True)])
-def test_tiny_ner_trainer_run(ner_script, tiny_model, tmp_path, padding, bf16):
+def test_tiny_ner_trainer_run(ner_script, tiny_model, tmp_path, padding, bf16, monkeypatch):
+    from sft_ner.schemes import entity_spans
+
+    original, seen = ner_script.word_tags, []  # seen: the word tags the script scores
+
+    def word_tags(*args):
+        seen.append(original(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(ner_script, "word_tags", word_tags)
     (tmp_path / "conll2003").mkdir()
     for name in ("eng.train", "eng.testa"):
         (tmp_path / "conll2003" / name).write_text(CONLL)
@@ -86,7 +95,12 @@ def test_tiny_ner_trainer_run(ner_script, tiny_model, tmp_path, padding, bf16):
     result = ner_script.main(args, str(tmp_path / "out"))
     assert result["train_samples"] == 3 and result["eval_samples"] == 3
     assert result["train_samples_per_second"] > 0 and result["eval_samples_per_second"] > 0
-    assert 0 <= result["f1"] <= 1
+    ((gold, pred),) = seen
+    # every word, with its tag (in any order: length grouping may reorder the evaluation)
+    assert sorted(gold) == sorted([["B-ORG", "O", "B-MISC", "O"], ["B-PER", "I-PER"], ["B-LOC", "B-LOC", "O", "B-LOC"]])
+    g = {(i, *span) for i, tags in enumerate(gold) for span in entity_spans(tags)}
+    p = {(i, *span) for i, tags in enumerate(pred) for span in entity_spans(tags)}
+    assert result["f1"] == pytest.approx(2 * len(g & p) / (len(g) + len(p)))  # strict entity-level F1
 
 
 def test_tiny_ner_trainer_run_with_lora_on_a_decoder(ner_script, tmp_path):

@@ -24,7 +24,7 @@ EVAL_SAMPLE = SAMPLE / "eval.jsonl"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    env = {k: v for k, v in os.environ.items() if k not in ("SFT_LOAD_PLUGINS", "SFT_DISABLE_PLUGINS")}
+    env = dict(os.environ)  # with the suite's plugin selection: the built-in tasks only (conftest.py)
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1", TOKENIZERS_PARALLELISM="false",
                SFT_CACHE_DIR=str(tmp_path_factory.mktemp("cli-cache")))
     return env
@@ -103,7 +103,14 @@ def test_run_writes_train_and_eval_results(trained):
     results = json.loads((trained / "eval_results.json").read_text())
     for key in ("accuracy", "f1", "matthews_correlation"):
         assert isinstance(results[key], float), key
-    assert 0 <= results["accuracy"] <= 1 and results["eval_samples"] == 60
+    assert results["eval_samples"] == 60
+    # F1 (of "positive") and the Matthews correlation, recomputed from the written predictions
+    from sklearn import metrics as skm
+
+    predictions = json_lines((trained / "predictions.jsonl").read_text())
+    gold, pred = [p["label"] == "positive" for p in predictions], [p["prediction"] == "positive" for p in predictions]
+    assert results["f1"] == pytest.approx(skm.f1_score(gold, pred, zero_division=0))
+    assert results["matthews_correlation"] == pytest.approx(skm.matthews_corrcoef(gold, pred))
 
 
 def test_run_writes_predictions_and_model(trained):
@@ -133,7 +140,7 @@ def test_predict_texts(used):
     records = json_lines(ok(used["predict"]).stdout)
     assert [r["text"] for r in records] == ["great film", "awful food"]
     for record in records:
-        assert record["label"] in ("negative", "positive")
+        assert record["prediction"] in ("negative", "positive")
         assert 0.5 <= record["score"] <= 1.0  # the winning class of two
 
 
@@ -144,7 +151,7 @@ def test_predict_input_file(trained, tmp_path):
     assert result.exit_code == 0 and result.exception is None, result.output
     records = json_lines(result.stdout)
     assert [r["text"] for r in records] == ["a warm and funny film", "the soup was cold and the waiter rude", "fine"]
-    assert all(r["label"] in ("negative", "positive") and 0.5 <= r["score"] <= 1.0 for r in records)
+    assert all(r["prediction"] in ("negative", "positive") and 0.5 <= r["score"] <= 1.0 for r in records)
 
 
 # --- bad input: one line, "error: ...", non-zero exit, no traceback ----------------------------

@@ -15,6 +15,7 @@ from sft_core.errors import SFTError
 from sft_core.plugins import PluginHost
 from sft_core.testing import tiny_bert, tiny_decoder
 
+from conftest import ROOT
 from helpers import constructed_texts, make_config, train_tiny, write_cue_classification, write_name_ner
 
 FAMILIES = ("gpt2", "llama", "qwen2")
@@ -67,7 +68,7 @@ def test_decoder_learns_and_predicts(tmp_path, decoders, data, family, task):
         else ["Anna was seen in Paris", "friends near New York"]
     predicted = list(runner.predict_saved(str(tmp_path / "model"), inputs, None, PluginHost()))
     if task == "classification":
-        assert [p["label"] for p in predicted] == ["positive", "negative"]
+        assert [p["prediction"] for p in predicted] == ["positive", "negative"]
     else:
         assert [[(e["type"], e["text"]) for e in p["entities"]] for p in predicted] == \
             [[("PER", "Anna"), ("LOC", "Paris")], [("LOC", "New York")]]
@@ -149,9 +150,14 @@ def test_ner_tokenizes_words_as_running_text(decoders, data):
 def test_decoder_qa_trains_where_the_family_has_a_span_head(tmp_path, decoders):
     result = train_tiny(tmp_path, decoders["llama", "eos"], task="qa",
                         **{"trainer.max_steps": 3, "trainer.max_length": 256, "qa.doc_stride": 64})
-    assert result["eval"]["eval_samples"] > 0 and "f1" in result["eval"]
+    from sft_qa.metrics import squad_scores
+
+    sample = json.loads((ROOT / "plugins" / "sft_qa" / "sample_data" / "eval.json").read_text(encoding="utf-8"))
+    questions = [qa for article in sample["data"] for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
     answers = json.loads((tmp_path / "predictions.json").read_text())
-    assert len(answers) == result["eval"]["eval_samples"]
+    assert list(answers) == [qa["id"] for qa in questions] and result["eval"]["eval_samples"] == len(questions)
+    scores = squad_scores(list(answers.values()), [[a["text"] for a in qa["answers"]] for qa in questions])
+    assert scores == pytest.approx({k: result["eval"][k] for k in ("exact_match", "f1")})
 
 
 def test_family_without_a_head_is_named_clearly(tmp_path):

@@ -14,9 +14,10 @@ from click.testing import CliRunner
 
 from sft_core.errors import DataError
 from sft_core.plugins import PluginHost
+from sft_core.testing import tiny_bert
 
 from conftest import ROOT
-from helpers import make_config, train_tiny
+from helpers import constructed_texts, make_config, train_tiny, write_name_ner
 
 NER_SAMPLE = ROOT / "plugins" / "sft_ner" / "sample_data"
 
@@ -364,9 +365,22 @@ def test_run_writes_seqeval_metrics_and_predictions(ner_run):
     report = classification_report(golds, preds, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
     assert metrics["f1"] == pytest.approx(report["micro avg"]["f1-score"])
     assert metrics["accuracy"] == pytest.approx(accuracy_score(golds, preds))
-    assert metrics["accuracy"] > 0.5  # it learnt at least that most words are O
     info = json.loads((out / "model" / "sft_task.json").read_text())
     assert info["task"] == "ner" and info["state"]["labels"][:3] == ["O", "B-LOC", "I-LOC"]
+
+
+def test_a_tiny_bert_learns_separable_tags_exactly(tmp_path):
+    """People and places are set by the word alone (helpers.write_name_ner: names, places and "New
+    York" among neutral words): after training, every held-out word gets its tag. Tagging every word O
+    would score token accuracy 0.73 and F1 0. Seeds 0, 1, 2 and 42 on 1 and 2 threads are exact from
+    epoch 4 or 5 on: 8 epochs leave room."""
+    train, evaluation = write_name_ner(tmp_path / "data")
+    bert = tiny_bert(tmp_path / "bert", constructed_texts())
+    result = train_tiny(tmp_path / "run", bert, task="ner", **{
+        "data.train": str(train), "data.eval": str(evaluation), "trainer.epochs": 8, "trainer.lr": 3e-3,
+        "trainer.save_every": 0})
+    assert result["eval"]["eval_samples"] == 40
+    assert result["eval"]["accuracy"] == 1.0 and result["eval"]["f1"] == 1.0, result["eval"]
 
 
 def invoke(*args):
@@ -403,6 +417,30 @@ def test_eval_and_predict_on_the_saved_model(ner_run, tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["tokens"] == ["Angela", "Merkel", "visited", "Paris"] and len(record["tags"]) == 4
+
+
+def test_predict_reads_a_txt_file_as_one_text_per_line(ner_run, tmp_path):
+    """``sft predict --input FILE.txt``: each line is one text, split into words as a TEXT argument is,
+    never CoNLL columns; a CoNLL file under another name still gives one sentence per block."""
+    out, _ = ner_run
+    texts = ["Angela Merkel visited Paris .", "the Mayor of Lyon, Jean-Pierre Dubois, met her", "Rome"]
+    inputs = tmp_path / "sentences.txt"
+    inputs.write_text(f"{texts[0]}\n\n{texts[1]}\n{texts[2]}\n", encoding="utf-8")  # a blank line is no text
+    from_file = invoke("predict", "--model", out / "model", "--input", inputs)
+    assert from_file.exit_code == 0, from_file.output
+    from_arguments = invoke("predict", "--model", out / "model", *texts)
+    assert from_arguments.exit_code == 0, from_arguments.output
+    records = [json.loads(line) for line in from_file.stdout.splitlines()]
+    assert [r["text"] for r in records] == texts
+    assert records == [json.loads(line) for line in from_arguments.stdout.splitlines()]
+
+    conll = tmp_path / "sentences.conll"
+    conll.write_text("Angela NNP\nMerkel NNP\n\nRome NNP\n", encoding="utf-8")
+    result = invoke("predict", "--model", out / "model", "--input", conll)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["tokens"] for r in records] == [["Angela", "Merkel"], ["Rome"]]
+    assert [len(r["tags"]) for r in records] == [2, 1]
 
 
 def test_unseen_entity_type_in_eval_data(ner_run, tmp_path):

@@ -16,13 +16,16 @@ from sft_core.cli import cli
 from sft_core.plugins import PluginHost
 from sft_core.scaffold import names
 
+from conftest import plugins_env
+
 NAME = "scaffolded-demo"
 SFT = Path(sys.executable).parent / "sft"
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SFT_LOAD_PLUGINS", "SFT_DISABLE_PLUGINS")}
-    return {**env, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")}
+    """The built-in plugins and the written package (the suite loads no other installed plugin)."""
+    return plugins_env(f"sft-{NAME}", PIP_DISABLE_PIP_VERSION_CHECK="1",
+                       OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
 
 
 def run(*args, cwd=None) -> subprocess.CompletedProcess:
@@ -65,7 +68,9 @@ def test_it_trains_and_predicts_unchanged(package, tiny_model, tmp_path):
     out = tmp_path / "run"
     done = run(SFT, "run", "--task", NAME, "--model", tiny_model, "--output-dir", out, "trainer.lr=1e-3")
     summary = json.loads(done.stdout)
-    assert summary["train_steps"] > 0 and "eval_accuracy" in summary
+    written = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert summary["train_steps"] > 0 and written
+    assert summary["eval_accuracy"] == pytest.approx(sum(r["prediction"] == r["label"] for r in written) / len(written))
     saved = json.loads((out / "model" / "sft_task.json").read_text())
     assert saved["provider"]["distribution"] == f"sft-{NAME}"
     records = [json.loads(line) for line in run(SFT, "predict", "--model", out / "model", "a lovely film", "x").stdout.splitlines()]

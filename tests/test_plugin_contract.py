@@ -17,12 +17,6 @@ from sft_core.cli import cli
 from sft_core.plugins import PluginHost, contract_problem
 
 
-@pytest.fixture(autouse=True)
-def _no_plugin_filters(monkeypatch):
-    monkeypatch.delenv("SFT_LOAD_PLUGINS", raising=False)
-    monkeypatch.delenv("SFT_DISABLE_PLUGINS", raising=False)
-
-
 def plugin(name: str, contract=None, registers: tuple[str, ...] = ("t",), raises: BaseException | None = None,
            **hooks) -> types.ModuleType:
     """A plugin module registering ``registers`` (then raising ``raises``), declaring ``contract``."""
@@ -113,7 +107,7 @@ def test_data_config_must_subclass_data_config():
     assert "data_config of task 'odd' must subclass sft_core.DataConfig" in info(host, "sft_odd").error
 
 
-def test_entry_point_importing_with_a_multiline_error_is_one_line(monkeypatch, tmp_path):
+def test_entry_point_importing_with_a_multiline_error_is_one_line(monkeypatch, tmp_path, load_plugins):
     (tmp_path / "sft_noisy.py").write_text("raise ImportError('first line\\nsecond line')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     from importlib.metadata import EntryPoint
@@ -123,6 +117,7 @@ def test_entry_point_importing_with_a_multiline_error_is_one_line(monkeypatch, t
     real = sft_core.plugins.metadata.entry_points
     extra = EntryPoint(name="noisy", value="sft_noisy", group="sft")
     monkeypatch.setattr(sft_core.plugins.metadata, "entry_points", lambda **kw: [*real(**kw), extra])
+    load_plugins("noisy")
     host = PluginHost()
     assert info(host, "noisy").error == "ImportError: first line"
     assert "classification" in host.tasks

@@ -23,12 +23,6 @@ from sft_core.plugins import PluginHost
 SFT = Path(sys.executable).parent / "sft"
 
 
-@pytest.fixture(autouse=True)
-def _no_plugin_filters(monkeypatch):
-    monkeypatch.delenv("SFT_LOAD_PLUGINS", raising=False)
-    monkeypatch.delenv("SFT_DISABLE_PLUGINS", raising=False)
-
-
 def make_plugin(name: str, **hooks) -> types.ModuleType:
     """A plugin module named ``name`` whose attributes are the given hook implementations."""
     module = types.ModuleType(name)
@@ -72,6 +66,47 @@ def test_builtin_task_comes_from_the_entry_point():
     assert info.module == "sft_classification" and info.error is None
     assert info.distribution == "sft-core" and info.version
     assert "sft_register_tasks" in info.hooks
+
+
+def install_stray_plugin(monkeypatch, folder: Path) -> None:
+    """A distribution ``sft-stray`` with an ``sft`` entry point registering task ``stray``, installed
+    in ``folder`` as pip would (a module and its .dist-info) and put on the path, here and in subprocesses."""
+    (folder / "sft_stray.py").write_text(
+        "from sft_core import hookimpl\n\n"
+        "@hookimpl\n"
+        "def sft_register_tasks(register):\n"
+        "    register('stray', lambda config: None, summary='a plugin installed next to sft')\n")
+    info = folder / "sft_stray-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sft-stray\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[sft]\nstray = sft_stray\n")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(folder), os.environ.get("PYTHONPATH")))))
+
+
+def test_the_suite_loads_only_the_builtin_plugins_unless_a_test_asks(monkeypatch, tmp_path, load_plugins):
+    """tests/conftest.py: a third-party plugin installed in the environment changes nothing a test sees,
+    in-process or in an ``sft`` subprocess, until the test asks for it."""
+    install_stray_plugin(monkeypatch, tmp_path)
+
+    def listed() -> list[str]:
+        done = subprocess.run([str(SFT), "tasks"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+        return [line.split()[0] for line in done.stdout.splitlines()]
+
+    found = {ep.name: ep.dist.name for ep in sft_core.plugins.metadata.entry_points(group="sft")}
+    assert found["stray"] == "sft-stray"  # Python finds it installed
+    host = PluginHost()
+    assert "stray" not in host.tasks and host.warnings == []
+    assert {p.distribution for p in host.plugins} == {"sft-core"}
+    names = listed()
+    assert "stray" not in names and {"classification", "ner", "qa", "translation", "instruct"} <= set(names)
+
+    load_plugins("sft-stray")
+    assert PluginHost().get_task("stray").distribution == "sft-stray"
+    assert "stray" in listed()
+    monkeypatch.delenv("SFT_LOAD_PLUGINS")  # outside the suite, sft loads every installed plugin
+    assert "stray" in PluginHost().tasks
 
 
 def test_sft_tasks_lists_classification_with_distribution():
@@ -171,7 +206,7 @@ def test_duplicate_of_a_builtin_names_its_distribution():
     assert "plugin 'classification' (sft-core)" in message and "plugin 'sft_rival' (no distribution)" in message
 
 
-def test_duplicate_through_entry_points_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+def test_duplicate_through_entry_points_is_a_one_line_error(monkeypatch, tmp_path, capsys, load_plugins):
     (tmp_path / "sft_rival_tasks.py").write_text(
         "from sft_core import hookimpl\n\n"
         "@hookimpl\n"
@@ -179,6 +214,7 @@ def test_duplicate_through_entry_points_is_a_one_line_error(monkeypatch, tmp_pat
         "    register('classification', lambda config: None)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     add_entry_points(monkeypatch, EntryPoint(name="rival", value="sft_rival_tasks", group="sft"))
+    load_plugins("rival")
     with pytest.raises(SystemExit) as exited:
         main(["tasks"])
     assert exited.value.code == 2
@@ -236,8 +272,9 @@ def test_misspelt_hook_is_reported_not_ignored():
     assert "sft_typo  (sft_typo)  FAILED: unknown hook" in result.stdout
 
 
-def test_entry_point_that_fails_to_import(monkeypatch):
+def test_entry_point_that_fails_to_import(monkeypatch, load_plugins):
     add_entry_points(monkeypatch, EntryPoint(name="broken", value="sft_no_such_module", group="sft"))
+    load_plugins("broken")
     host = PluginHost()
     assert [p.name for p in host.failed] == ["broken"]
 
@@ -280,15 +317,8 @@ print(json.dumps({"codes": codes, "heavy": heavy}), file=sys.stderr)
 """
 
 
-def _env():
-    env = dict(os.environ)
-    env.pop("SFT_LOAD_PLUGINS", None)
-    env.pop("SFT_DISABLE_PLUGINS", None)
-    return env
-
-
 def test_light_commands_import_no_torch():
-    done = subprocess.run([sys.executable, "-c", LIGHT_COMMANDS], capture_output=True, text=True, timeout=60, env=_env())
+    done = subprocess.run([sys.executable, "-c", LIGHT_COMMANDS], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stderr.strip().splitlines()[-1])
     assert report["codes"] == [0] * 7
@@ -298,9 +328,9 @@ def test_light_commands_import_no_torch():
 
 @pytest.mark.parametrize("args", [["--help"], ["tasks"]])
 def test_light_commands_answer_fast(args):
-    subprocess.run([str(SFT), *args], capture_output=True, timeout=60, env=_env())  # warm the file cache
+    subprocess.run([str(SFT), *args], capture_output=True, timeout=60)  # warm the file cache
     start = time.perf_counter()
-    done = subprocess.run([str(SFT), *args], capture_output=True, text=True, timeout=60, env=_env())
+    done = subprocess.run([str(SFT), *args], capture_output=True, text=True, timeout=60)
     elapsed = time.perf_counter() - start
     assert done.returncode == 0, done.stderr
     assert ("classification" if args == ["tasks"] else "Usage: sft") in done.stdout

@@ -4,6 +4,10 @@ An example is ``{"tokens", "tags", "text", "offsets", "line"}``: ``tags`` is Non
 gold annotation (prediction inputs); ``text`` and ``offsets`` (character spans of the words) are set
 only for raw text, whose entities are then reported with character offsets. Every problem names
 the file and line.
+
+Which reader a file gets: ``.jsonl``/``.json`` JSON lines, any other file CoNLL columns (or as
+``data.format`` says); for prediction only, a ``.txt`` file is raw text, one text per line, never
+columns (training and evaluation files named ``.txt``, as some CoNLL-2003 copies are, stay columns).
 """
 
 from __future__ import annotations
@@ -87,6 +91,22 @@ def _read_conll(path: Path, data, need_tags: bool, limit: int | None) -> list[tu
                 tags.append(tag)
     close()
     return sentences
+
+
+# --- raw text, for prediction ----------------------------------------------------------------
+
+def _text_lines(path: Path, limit: int | None) -> list[dict]:
+    """One text per non-blank line, split into words as a TEXT argument of ``sft predict`` is."""
+    examples = []
+    with open(path, encoding="utf-8-sig") as f:
+        for n, raw in enumerate(f, 1):
+            text = raw.rstrip("\r\n")
+            if text.strip():
+                words, offsets = split_words(text)
+                examples.append(_example(words, None, text, offsets, n))
+                if limit and len(examples) >= limit:
+                    break
+    return examples
 
 
 # --- JSON lines -------------------------------------------------------------------------------
@@ -185,6 +205,11 @@ def read_examples(path: str | Path, data, split: str, limit: int | None = None) 
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     need_tags = split != "predict"
+    if split == "predict" and path.suffix.lower() == ".txt":
+        examples = _text_lines(path, limit)
+        if not examples:
+            raise DataError(f"{path}: the file holds no text (one text per line)")
+        return examples
     if _is_jsonl(path, data):
         sentences, raw = _read_jsonl(path, data, split, limit)
     else:

@@ -58,6 +58,7 @@ class QATask:
         self.version_2 = bool(config.data.version_2_with_negative)
         self._declared_v2 = False
         self.tokenizer = None
+        self.report: dict = {}  # written into run_info.json by the engine: the sub-token answers of training
         if self.options.doc_stride >= config.trainer.max_length:
             raise ConfigError(f"qa.doc_stride={self.options.doc_stride} must be smaller than "
                               f"trainer.max_length={config.trainer.max_length}")
@@ -167,7 +168,7 @@ class QATask:
         training = all(examples["for_training"])
         keys = [k for k in MODEL_INPUTS if k in encoded]
         out: dict[str, list] = {k: [] for k in [*keys, "example_id"]}
-        out.update({"start_positions": [], "end_positions": []} if training else
+        out.update({"start_positions": [], "end_positions": [], "sub_token": []} if training else
                    {"offset_start": [], "offset_end": [], "cls_index": []})
         for i, j in enumerate(encoded["overflow_to_sample_mapping"]):
             ids = encoded["input_ids"][i]
@@ -178,15 +179,31 @@ class QATask:
             context = [s == 1 for s in encoded.sequence_ids(i)]
             offsets = encoded["offset_mapping"][i]
             if training:
-                start, end = _token_span(examples["answers"][j], examples["is_impossible"][j], offsets, context, cls)
+                answers = examples["answers"][j]
+                start, end = _token_span(answers, examples["is_impossible"][j], offsets, context, cls)
                 out["start_positions"].append(start)
                 out["end_positions"].append(end)
+                out["sub_token"].append(start != cls and _cuts_a_token(answers, offsets, start, end))
             else:
                 text = examples["context"][j]
                 out["offset_start"].append([o[0] if c else -1 for o, c in zip(offsets, context)])
                 out["offset_end"].append([_end_of_character(text, o[1]) if c else -1 for o, c in zip(offsets, context)])
                 out["cls_index"].append(cls)
         return out
+
+    def finish_features(self, features, split: str):
+        """Training: count the answers that start or end inside a token (e.g. "Japan" in one token
+        "japanese"); a span model can only predict whole tokens, so it learns, and predicts, the
+        smallest token span covering them. The count goes into ``report`` and, when there are any, a note."""
+        if split != "train" or "sub_token" not in features.column_names:  # not training, or no question
+            return features
+        flagged = {i for i, cut in zip(features["example_id"], features["sub_token"]) if cut}
+        questions = len(set(features["example_id"]))
+        self.report["train"] = {"questions": questions, "windows": len(features), "sub_token_answers": len(flagged)}
+        if flagged:
+            _note(f"{len(flagged)} of {questions} training answers start or end inside a token; the model learns, and "
+                  "predicts, the smallest token span covering each (the whole token), so they cannot match exactly")
+        return features.remove_columns(["sub_token"])
 
     def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         longest = max(len(f["input_ids"]) for f in features)
@@ -318,6 +335,13 @@ def _token_span(answers: dict, impossible: bool, offsets, context: list[bool], c
     while end >= first and offsets[end][0] >= end_char:
         end -= 1
     return (start, end) if start <= end else (cls, cls)
+
+
+def _cuts_a_token(answers: dict, offsets, start: int, end: int) -> bool:
+    """Whether the first answer's characters begin after token ``start`` begins or end before token
+    ``end`` ends: then no token span reproduces the answer exactly."""
+    start_char = answers["answer_start"][0]
+    return offsets[start][0] < start_char or offsets[end][1] > start_char + len(answers["text"][0])
 
 
 def _end_of_character(text: str, end: int) -> int:
