@@ -86,7 +86,9 @@ def test_defaults_without_any_layer(host):
     # the engine's default is 5e-5; the task's own defaults layer sits on top of it
     assert config["trainer"]["lr"] == 1e-4 and config["trainer"]["scheduler"] == "linear"
     assert config["trainer"]["batch_size"] == 32
-    assert config["classification"] == {"problem_type": "auto", "first_token_last_layer": True}
+    assert config["classification"] == {"problem_type": "auto", "threshold": 0.5, "long_text": "truncate",
+                                        "head_tokens": 128, "window_stride": None, "pool": "mean",
+                                        "class_weights": None, "first_token_last_layer": True}
 
 
 def test_later_override_of_the_same_key_wins(host):
