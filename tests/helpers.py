@@ -25,6 +25,21 @@ def train_tiny(tmp_path: Path, model: str, extra_plugins=(), resume=False, **val
     return runner.train(config, host, resume=resume)
 
 
+def install_distribution(monkeypatch, folder: Path, distribution: str, entry_point: str, source: str) -> None:
+    """A distribution with one ``sft`` entry point (module ``source``), installed in ``folder`` as pip
+    would (a module and its .dist-info) and put on the path, here and in subprocesses."""
+    import os
+
+    module = distribution.replace("-", "_")
+    (folder / f"{module}.py").write_text(source)
+    info = folder / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[sft]\n{entry_point} = {module}\n")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(folder), os.environ.get("PYTHONPATH")))))
+
+
 def load_weights(folder: Path) -> dict:
     from safetensors.torch import load_file
 

@@ -13,6 +13,8 @@ from sft_classification.task import ClassificationTask
 from sft_core import hookimpl
 from sft_core.plugins import PluginHost
 
+from helpers import install_distribution
+
 
 class WrongGold(ClassificationTask):
     def gold_predictions(self, examples):
@@ -128,20 +130,14 @@ def test_a_reloaded_model_must_predict_the_same(tiny_model, tmp_path):
 
 
 def test_an_entry_point_that_imports_torch(monkeypatch, tmp_path, load_plugins):
-    (tmp_path / "sft_heavy.py").write_text(
-        "import torch\n"
-        "from sft_core import hookimpl\n"
-        "from sft_classification import _factory\n"
-        "from sft_classification.options import ClassificationData\n\n"
-        "@hookimpl\n"
-        "def sft_register_tasks(register):\n"
-        "    register('heavy', _factory, data_config=ClassificationData)\n")
-    info = tmp_path / "sft_heavy-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sft-heavy\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[sft]\nheavy = sft_heavy\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    install_distribution(monkeypatch, tmp_path, "sft-heavy", "heavy",
+                         "import torch\n"
+                         "from sft_core import hookimpl\n"
+                         "from sft_classification import _factory\n"
+                         "from sft_classification.options import ClassificationData\n\n"
+                         "@hookimpl\n"
+                         "def sft_register_tasks(register):\n"
+                         "    register('heavy', _factory, data_config=ClassificationData)\n")
     monkeypatch.setattr(kit, "_host", PluginHost)
     load_plugins("sft-heavy")
     with pytest.raises(AssertionError, match="loading plugin 'heavy' imports torch: import it inside the task factory"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from sft_core import hookimpl
 from sft_core.cli import cli, main
 from sft_core.errors import SFTError
 from sft_core.plugins import PluginHost
+
+from helpers import install_distribution
 
 SFT = Path(sys.executable).parent / "sft"
 
@@ -69,19 +70,12 @@ def test_builtin_task_comes_from_the_entry_point():
 
 
 def install_stray_plugin(monkeypatch, folder: Path) -> None:
-    """A distribution ``sft-stray`` with an ``sft`` entry point registering task ``stray``, installed
-    in ``folder`` as pip would (a module and its .dist-info) and put on the path, here and in subprocesses."""
-    (folder / "sft_stray.py").write_text(
-        "from sft_core import hookimpl\n\n"
-        "@hookimpl\n"
-        "def sft_register_tasks(register):\n"
-        "    register('stray', lambda config: None, summary='a plugin installed next to sft')\n")
-    info = folder / "sft_stray-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sft-stray\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[sft]\nstray = sft_stray\n")
-    monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(folder), os.environ.get("PYTHONPATH")))))
+    """A distribution ``sft-stray`` with an ``sft`` entry point registering task ``stray``."""
+    install_distribution(monkeypatch, folder, "sft-stray", "stray",
+                         "from sft_core import hookimpl\n\n"
+                         "@hookimpl\n"
+                         "def sft_register_tasks(register):\n"
+                         "    register('stray', lambda config: None, summary='a plugin installed next to sft')\n")
 
 
 def test_the_suite_loads_only_the_builtin_plugins_unless_a_test_asks(monkeypatch, tmp_path, load_plugins):
