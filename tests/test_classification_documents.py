@@ -214,7 +214,7 @@ def test_multi_label_from_a_delimited_column(host, tmp_path):
     task.setup(examples)
     assert task.problem == "multi_label" and task.labels == ["food", "news", "weather"]
     assert [e["label"] for e in examples] == [["news", "weather"], ["food"], []]
-    assert task._target(examples[0]["label"]) == [0.0, 1.0, 1.0]
+    assert task._target(examples[0]["label"], {"food": 0, "news": 1, "weather": 2}) == [0.0, 1.0, 1.0]
     assert task.main_metric == "micro_f1"
     from sft_core.task import metric_direction
 

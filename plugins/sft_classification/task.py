@@ -185,14 +185,14 @@ class ClassificationTask:
         out["example_id"] = [examples["example_id"][i] for i in text_of]
         out["over_length"] = [over[i] for i in text_of]  # the text exceeded max_length (counted in finish_features)
         if all(label is not None for label in examples["label"]):
-            targets = [self._target(label) for label in examples["label"]]
+            index = {name: i for i, name in enumerate(self.labels)}  # once per batch, not per example
+            targets = [self._target(label, index) for label in examples["label"]]
             out["labels"] = [targets[i] for i in text_of]
         return out
 
-    def _target(self, label):
+    def _target(self, label, index: dict[str, int]):
         if self.regression:
             return float(label)
-        index = {name: i for i, name in enumerate(self.labels)}
         if self.multi_label:
             hot = [0.0] * len(self.labels)
             for key in self._keys(label):
