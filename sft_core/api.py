@@ -77,14 +77,30 @@ def train_config(config: RunConfig, host=None, resume: bool | str = False, overw
     from .run_folder import check_output_dir
 
     host = _host(host)
-    for key in ("train", "eval"):  # fail before the slow imports of torch and transformers
-        path = getattr(config.data, key)
-        if path is not None and not sources.exists(path):
-            raise SFTError(f"data file not found: {path} (data.{key})")
+    check_data_files(config)
+    if config.trainer.report:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise SFTError("trainer.report=true needs matplotlib: pip install 'sft-core[report]'")
     check_output_dir(Path(config.output_dir), bool(resume), overwrite)
     from . import runner
 
     return {"output_dir": config.output_dir, **runner.train(config, host, resume=resume, overwrite=overwrite)}
+
+
+def check_data_files(config: RunConfig, keys: tuple[str, ...] = ("train", "eval")) -> None:
+    """Fail before the slow imports of torch and transformers when a data file is missing."""
+    from .config import train_files
+
+    for key in keys:
+        paths = train_files(config.data) if key == "train" else [getattr(config.data, key)]
+        if key == "train" and not paths:
+            raise SFTError("data.train is an empty list; give a file or a list of files")
+        for path in paths:
+            if path is not None and not sources.exists(path):
+                raise SFTError(f"data file not found: {path} (data.{key})")
+
 
 
 def train(task: str | None = None, model: str | None = None, train: str | None = None, eval: str | None = None,

@@ -22,6 +22,7 @@ from .errors import ConfigError
 
 TOP_LEVEL = ("task", "model", "output_dir")
 RECIPE_KEY = "bench"  # a benchmark recipe's metadata (reference, budget, quick block): read by `sft bench` only
+TUNE_KEY = "tune"  # a recipe's hyperparameter search (space, trials, validation split): read by `sft tune` only
 DATA_DIR_ENV = "SFT_DATA_DIR"  # what "{data_dir}" in a config file stands for
 DEFAULT_DATA_DIR = "../shared/data"
 
@@ -30,7 +31,9 @@ DEFAULT_DATA_DIR = "../shared/data"
 class DataConfig:
     """Where the data comes from. Tasks subclass it to add their own keys (columns, formats)."""
 
-    train: str | None = None
+    # one file, or a list of files read one after the other into one training set (e.g. the two
+    # files of a split that its publisher cut in two)
+    train: str | list[str] | None = None
     eval: str | None = None
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -68,6 +71,7 @@ class TrainerConfig:
     fsdp: bool = False
     log_every: int = 10
     group_by_length: bool = True
+    report: bool = False  # write report.html (what `sft report RUN` writes) into the run folder at the end
 
     def check(self) -> None:
         positive = ("batch_size", "eval_batch_size", "grad_accum", "max_length", "log_every", "keep_checkpoints")
@@ -152,7 +156,14 @@ def load_config_file(path: str | Path, data_dir: str | None = None) -> dict:
     """
     data = read_yaml_mapping(path)
     data.pop(RECIPE_KEY, None)
+    data.pop(TUNE_KEY, None)
     return expand_data_dir(data, data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def train_files(data) -> list[str | None]:
+    """The files of ``data.train`` as a list (``[None]``: the task's built-in sample)."""
+    train = data.train
+    return list(train) if isinstance(train, list) else [train]
 
 
 def expand_data_dir(value: Any, data_dir: str) -> Any:

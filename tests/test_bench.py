@@ -48,7 +48,9 @@ def test_every_recipe_resolves(host, path):
     sources = mixture or [{"train": config.data.train, "eval": config.data.eval}]
     for i, source in enumerate(sources):
         for key in ("train", "eval"):
-            assert source[key].startswith("/benchmark-data/"), f"source {i}: {key} is not under {{data_dir}}"
+            files = source[key] if isinstance(source[key], list) else [source[key]]  # data.train may be a list
+            assert files and all(f.startswith("/benchmark-data/") for f in files), \
+                f"source {i}: {key} is not under {{data_dir}}"
     quick = build_config(spec, [(str(path), layer), ("quick", dict(recipe.quick))])
     if mixture:  # --quick always runs a subset
         assert quick.options.mixture_size < config.options.mixture_size

@@ -373,3 +373,27 @@ def test_max_train_samples_reads_the_first_rows_only(tmp_path):
                              if name == "n.tsv" else {"data.max_train_samples": 3})
         examples = ClassificationTask(config).load("train", str(path))
         assert [e["text"] for e in examples] == ["s0", "s1", "s2"], name
+
+
+def test_data_train_as_a_list_of_files_reads_them_in_turn(tmp_path, tiny_model):
+    """GLUE CoLA's training set ships as two files: data.train takes a list."""
+    from sft_core import api
+    from sft_core.errors import ConfigError, SFTError
+
+    first, second = tmp_path / "train.tsv", tmp_path / "val.tsv"
+    first.write_text("".join(f"src\t{i % 2}\t*\tsentence number {i}\n" for i in range(12)))
+    second.write_text("".join(f"src\t{i % 2}\t*\tanother sentence {i}\n" for i in range(8)))
+    overrides = {"data.columns": ["source", "label", "original_label", "sentence"], "trainer.epochs": 1,
+                 "trainer.batch_size": 4, "trainer.max_length": 16, "trainer.save_every": 0}
+    result = api.train(task="classification", model=tiny_model, output_dir=str(tmp_path / "run"),
+                       overrides={"data.train": [str(first), str(second)], **overrides}, host=PluginHost())
+    assert result["train"]["train_samples"] == 20  # 12 + 8 examples, one epoch
+    with pytest.raises(SFTError, match=r"data file not found: .*gone.tsv \(data.train\)"):
+        api.train(task="classification", model=tiny_model, output_dir=str(tmp_path / "run2"),
+                  overrides={"data.train": [str(first), str(tmp_path / "gone.tsv")], **overrides}, host=PluginHost())
+    with pytest.raises(ConfigError, match="data.train_rows=0-5 picks rows of one file, but data.train is a list of 2"):
+        api.run_config(task="classification", overrides={"data.train": [str(first), str(second)],
+                                                         "data.train_rows": "0-5"}, host=PluginHost())
+    with pytest.raises(SFTError, match="data.train is an empty list"):
+        api.train(task="classification", model=tiny_model, output_dir=str(tmp_path / "run3"),
+                  overrides={"data.train": [], **overrides}, host=PluginHost())

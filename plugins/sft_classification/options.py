@@ -62,7 +62,10 @@ class ClassificationData(DataConfig):
             raise ConfigError("data.label_delimiter is empty; give the text between labels, e.g. '|'")
         train = parse_rows(self.train_rows, "data.train_rows") if self.train_rows is not None else None
         evals = parse_rows(self.eval_rows, "data.eval_rows") if self.eval_rows is not None else None
-        if self.train is None or self.eval is None or (train is None and evals is None):
+        if self.train_rows is not None and isinstance(self.train, list):
+            raise ConfigError(f"data.train_rows={self.train_rows} picks rows of one file, but data.train is a list of "
+                              f"{len(self.train)} files; give one file or drop data.train_rows")
+        if not isinstance(self.train, str) or self.eval is None or (train is None and evals is None):
             return
         if Path(self.train).resolve() != Path(self.eval).resolve():
             return

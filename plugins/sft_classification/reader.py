@@ -157,7 +157,7 @@ def _row_spec(path: Path, data, split: str | None) -> tuple[str, str] | None:
     if split not in ("train", "eval"):
         return None
     spec, named = getattr(data, f"{split}_rows", None), getattr(data, split, None)
-    if spec is None or named is None or Path(named).resolve() != path.resolve():
+    if spec is None or not isinstance(named, str) or Path(named).resolve() != path.resolve():
         return None  # e.g. `sft eval` of a saved model on another file: its row ranges do not apply
     return spec, f"data.{split}_rows"
 

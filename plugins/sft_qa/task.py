@@ -109,7 +109,7 @@ class QATask:
 
     def _check_overlap(self, examples: list[dict], path) -> None:
         data = self.config.data
-        if data.train is None or not Path(data.train).is_file() or Path(data.train).resolve() != Path(path).resolve():
+        if not isinstance(data.train, str) or not Path(data.train).is_file() or Path(data.train).resolve() != Path(path).resolve():
             return
         chosen = {e["article"] for e in examples}
         trained = set(parse_articles(data.train_articles, "data.train_articles")) if data.train_articles else chosen
