@@ -41,6 +41,12 @@ class TrainState:
     best_metric: float | None = None
     best_step: int | None = None
     evals_without_improvement: int = 0
+    # set by a hook (``state.stop_reason = "why"``, e.g. ``sft tune`` pruning a trial) to end training
+    # after this step or evaluation, as early stopping does; not saved in checkpoints
+    stop_reason: str | None = None
+
+    def saved(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "stop_reason"}
 
 
 def provider(task) -> dict:
@@ -181,10 +187,10 @@ def save_checkpoint(folder: Path, state: TrainState, model, tokenizer, task, con
     save_model_folder(tmp / "model", model, tokenizer, task, config, state_dict=state_dict)
     torch.save(
         {"optimizer": optimizer_state, "scheduler": plain(scheduler.state_dict()),
-         "rng": rng if rng is not None else [rng_state()], "state": dataclasses.asdict(state)},
+         "rng": rng if rng is not None else [rng_state()], "state": state.saved()},
         tmp / TRAINING_STATE,
     )
-    (tmp / "trainer_state.json").write_text(json.dumps(dataclasses.asdict(state), indent=2))
+    (tmp / "trainer_state.json").write_text(json.dumps(state.saved(), indent=2))
     replace_dir(tmp, final)
     return final
 

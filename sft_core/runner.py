@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import sys
 from pathlib import Path
 
 from .checkpoint import TASK_FILE, fsync_dir, fsync_file
-from .config import RunConfig, build_config
+from .config import RunConfig, build_config, train_files
 from .errors import SFTError
 from .exporting.runtime import is_onnx_folder
 from .models import resolve_model
@@ -108,6 +109,31 @@ def _versions(accelerator) -> dict:
             "mixed_precision": accelerator.mixed_precision}
 
 
+def load_training_examples(task, config: RunConfig) -> list:
+    """The examples of data.train: of each of its files in turn when it is a list."""
+    files = train_files(config.data)
+    if not files:
+        raise SFTError("data.train is an empty list; give a file or a list of files")
+    examples: list = []
+    for path in files:
+        examples += task.load("train", resolve_source(path))
+    return examples
+
+
+def split_holdout(examples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(training part, held-out part) of ``examples``: ``fraction`` of them, drawn with ``seed``,
+    held out (at least one, and at least one left to train on); each part keeps the file order."""
+    if not 0 < fraction < 1:
+        raise SFTError(f"the validation fraction must be between 0 and 1, got {fraction}")
+    if len(examples) < 2:
+        raise SFTError(f"{len(examples)} training example(s): too few to hold out a validation part")
+    n = min(max(1, round(fraction * len(examples))), len(examples) - 1)
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n])
+    return ([e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held])
+
+
 def _limit(examples: list, n: int | None) -> list:
     return examples[:n] if n else examples
 
@@ -152,11 +178,16 @@ def load_model(task, path: str, trainable: bool = False, gradient_checkpointing:
     return tokenizer, model
 
 
-def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool = False) -> dict:
+def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool = False,
+          holdout: tuple[float, int] | None = None) -> dict:
     """``sft run``: train, evaluate, save; returns {"train": ..., "eval": ...}.
 
     An output folder holding an earlier run is continued (``resume``), replaced (``overwrite``:
     the files sft wrote there are removed first) or refused with an error.
+
+    ``holdout`` (fraction, seed), as ``sft tune``'s trials use it: that fraction of the training
+    examples, drawn with the seed, is evaluated instead of data.eval (never read) and the rest
+    trains, so that a search never sees the evaluation set it reports.
     """
     from accelerate.utils import set_seed
 
@@ -180,22 +211,28 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
     accelerator = make_accelerator(config)
     main = accelerator.is_main_process
     task = spec.factory(config)
-    train_examples = _limit(task.load("train", resolve_source(config.data.train)), config.data.max_train_samples)
+    train_examples = _limit(load_training_examples(task, config), config.data.max_train_samples)
     if not train_examples:
         raise SFTError(f"no training examples in {config.data.train or 'the built-in sample'}")
+    held_out = None
+    if holdout is not None:
+        train_examples, held_out = split_holdout(train_examples, *holdout)
     if resume_from is not None:
         saved = json.loads((resume_from / "model" / TASK_FILE).read_text(encoding="utf-8"))
         task.load_state_dict(saved["state"])
         model_path = str(resume_from / "model")
     else:
-        task.setup(train_examples)
+        # a label seen only in the held-out part is still one of the task's labels
+        task.setup(train_examples + (held_out or []))
         # a task may resolve names of its own (e.g. a model built from a configuration)
         model_path = getattr(task, "resolve_model", resolve_model)(config.model)
     # read after setup/load_state_dict, so that the task can check it against what training defined
     # (e.g. a label never seen in training is an error naming its file and line)
     eval_path = config.data.eval
     eval_examples = None
-    if eval_path is not None or config.data.train is None:
+    if held_out is not None:
+        eval_examples = _limit(held_out, config.data.max_eval_samples)
+    elif eval_path is not None or config.data.train is None:
         eval_examples = _limit(task.load("eval", resolve_source(eval_path)), config.data.max_eval_samples)
     set_seed(config.trainer.seed)
     tokenizer, model = load_model(task, model_path, trainable=True,
@@ -218,10 +255,13 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
             remove_run(output_dir, prediction_files(task))
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-        _write_json(output_dir / "run_info.json", {"versions": _versions(accelerator), "seed": config.trainer.seed,
-                                                   "resumed_from": str(resume_from) if resume_from else None,
-                                                   "parameters": counts,
-                                                   "prediction_files": list(prediction_files(task))})
+        info = {"versions": _versions(accelerator), "seed": config.trainer.seed,
+                "resumed_from": str(resume_from) if resume_from else None, "parameters": counts,
+                "prediction_files": list(prediction_files(task))}
+        if holdout is not None:
+            info["validation"] = {"fraction": holdout[0], "seed": holdout[1], "train_examples": len(train_examples),
+                                  "validation_examples": len(eval_examples or [])}
+        _write_json(output_dir / "run_info.json", info)
     accelerator.wait_for_everyone()
 
     with accelerator.main_process_first():
@@ -245,9 +285,21 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
                 best = output_dir / "checkpoints" / "best" / name
                 if best.is_file():
                     shutil.copyfile(best, output_dir / name)
+        if config.trainer.report:
+            _write_report(output_dir)
     accelerator.wait_for_everyone()
     result["main_process"] = main
     return result
+
+
+def _write_report(output_dir: Path) -> None:
+    """trainer.report: the run's report.html; a report that fails costs the run nothing."""
+    from .reporting import write_report
+
+    try:
+        print(f"report: {write_report([str(output_dir)], str(output_dir / 'report.html'))}", file=sys.stderr)
+    except Exception as exc:  # the model and results are written: say why the page is not
+        print(f"warning: no report.html ({type(exc).__name__}: {exc})", file=sys.stderr)
 
 
 #: Keys of the saved training config that bounded what the training run read, not what a later

@@ -215,6 +215,13 @@ def _fit(run: Run, stops: StopSignals) -> dict:
             run.hooks.sft_save_checkpoint(config=run.config, state=state, path=path)
         acc.wait_for_everyone()
 
+    def stop_requested() -> bool:
+        """A hook set ``state.stop_reason``: stop as early stopping does (every process agrees)."""
+        if not _agree(acc, state.stop_reason is not None):
+            return False
+        logger.log({"step": state.global_step, "event": "stop_requested", "reason": state.stop_reason or ""})
+        return True
+
     has_eval = run.eval_features is not None
     compute_loss = getattr(task, "compute_loss", None)  # optional: a task's own loss (e.g. label smoothing)
     status = "failed"
@@ -265,6 +272,8 @@ def _fit(run: Run, stops: StopSignals) -> dict:
                 window_steps += 1
                 bar.update(1)
                 run.hooks.sft_step_end(config=run.config, state=state, loss=loss_value, lr=lr)
+                if stop_requested():
+                    stop = ended_early = True
 
                 if state.global_step % cfg.log_every == 0 or state.global_step == total_steps:
                     elapsed = state.train_seconds - window_start
@@ -284,6 +293,8 @@ def _fit(run: Run, stops: StopSignals) -> dict:
                     if do_evaluate():
                         stop = ended_early = True
                         logger.log({"step": state.global_step, "event": "early_stopping"})
+                    elif stop_requested():
+                        stop = ended_early = True
                 if cfg.save_every and state.global_step % cfg.save_every == 0 and not stop:
                     do_checkpoint()
                     saved_at = state.global_step
@@ -295,7 +306,7 @@ def _fit(run: Run, stops: StopSignals) -> dict:
                 done = state.global_step >= total_steps
                 if has_eval and cfg.eval_every is None and evaluated_at != state.global_step and not done:
                     evaluated_at = state.global_step
-                    stop = ended_early = do_evaluate()
+                    stop = ended_early = do_evaluate() or stop_requested()
                 if cfg.save_every is None and not done and not stop:
                     do_checkpoint()
                     saved_at = state.global_step
