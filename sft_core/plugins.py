@@ -116,7 +116,8 @@ def _named(names: set[str], entry_point: str, distribution: str | None) -> str |
 
 #: The core's own commands around the loop: plugins of the hook a third-party command uses too
 #: (``sft_register_commands``), always loaded, whatever SFT_LOAD_PLUGINS / SFT_DISABLE_PLUGINS say.
-CORE_COMMAND_PLUGINS = ("sft_core.serving", "sft_core.exporting", "sft_core.scaffold")
+CORE_COMMAND_PLUGINS = ("sft_core.serving", "sft_core.exporting", "sft_core.scaffold", "sft_core.tuning",
+                        "sft_core.reporting")
 
 
 class PluginHost:

@@ -14,7 +14,7 @@ from .errors import SFTError
 
 #: Files and folders of a run that sft writes (``sft run``; ``sft eval`` next to the model: eval/;
 #: for an untrained model: zero-shot/). ``--overwrite`` removes these and the prediction files only.
-RUN_FILES = ("config.yaml", "metrics.jsonl", "run_info.json", "train_results.json", "eval_results.json")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "run_info.json", "train_results.json", "eval_results.json", "report.html")
 RUN_FOLDERS = ("checkpoints", "model", "eval", "zero-shot", "tensorboard")
 #: What shows that a folder holds a run
 MARKERS = ("config.yaml", "metrics.jsonl", "eval_results.json", "model")
