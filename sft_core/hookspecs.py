@@ -22,7 +22,10 @@ def sft_train_start(config, task, model, state):
 
 @hookspec
 def sft_step_end(config, state, loss, lr):
-    """Called after every optimizer step, with the step's mean loss and learning rate."""
+    """Called after every optimizer step, with the step's mean loss and learning rate.
+
+    Setting ``state.stop_reason`` (a string) here or in ``sft_evaluate_end`` ends training after
+    this step or evaluation, as early stopping does (``sft tune`` prunes trials this way)."""
 
 
 @hookspec

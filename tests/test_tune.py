@@ -274,3 +274,20 @@ def test_trainer_report_writes_the_page_at_the_end_of_a_run(tmp_path, tiny_model
     train_tiny(out, tiny_model, **{"trainer.epochs": 1, "trainer.report": True, "trainer.max_length": 32})
     page = (out / "report.html").read_text()
     assert "training loss against step" in page and "confusion matrix of run" in page
+
+
+class StopAtStep:
+    @hookimpl
+    def sft_step_end(self, config, state, loss, lr):
+        if state.global_step == 3:
+            state.stop_reason = "enough"
+
+
+def test_a_hook_that_sets_stop_reason_ends_training_at_that_step(tmp_path, tiny_model):
+    out = tmp_path / "run"
+    result = train_tiny(out, tiny_model, extra_plugins=(StopAtStep(),), **{"trainer.epochs": 2, "trainer.max_length": 32})
+    assert result["train"]["train_steps"] == 3 and result["train"]["status"] == "stopped"
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["reason"]) for r in records if r.get("event") == "stop_requested"] == [(3, "enough")]
+    assert (out / "eval_results.json").is_file()  # the run still evaluates and saves its model
+    assert "stop_reason" not in json.loads((out / "checkpoints" / "step-00000003" / "trainer_state.json").read_text())
