@@ -291,3 +291,19 @@ def test_a_hook_that_sets_stop_reason_ends_training_at_that_step(tmp_path, tiny_
     assert [(r["step"], r["reason"]) for r in records if r.get("event") == "stop_requested"] == [(3, "enough")]
     assert (out / "eval_results.json").is_file()  # the run still evaluates and saves its model
     assert "stop_reason" not in json.loads((out / "checkpoints" / "step-00000003" / "trainer_state.json").read_text())
+
+
+def test_without_optuna_or_matplotlib_the_commands_say_what_to_install(tmp_path, tiny_model, monkeypatch):
+    path = recipe(tmp_path, tiny_model, {"trainer.lr": {"log_uniform": [1e-3, 1e-2]}}, trials=1)
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(SFTError, match=r"sft tune needs optuna: pip install 'sft-core\[tune\]'"):
+        tune(str(path), host=PluginHost())
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    from sft_core.reporting import write_report
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("")
+    with pytest.raises(SFTError, match=r"sft report needs matplotlib: pip install 'sft-core\[report\]'"):
+        write_report([str(tmp_path / "run")])
