@@ -43,6 +43,12 @@ def sft_register_commands(cli):
         keys included (e.g. tune.seed=1).
         """
         from ..cli import _host
+        from ..errors import TrainingInterrupted
 
-        summary = tune(list(configs), trials, timeout_minutes, study_dir, list(overrides), _host(ctx))
+        try:
+            summary = tune(list(configs), trials, timeout_minutes, study_dir, list(overrides), _host(ctx))
+        except TrainingInterrupted as exc:  # not "--resume": the study continues when started again
+            click.echo(f"sft tune interrupted by {exc.signal_name}; the trial that was running will run again: "
+                       "start the same command to continue the study (finished trials are kept)", err=True)
+            ctx.exit(exc.exit_code)
         click.echo(json.dumps(summary, indent=2))
