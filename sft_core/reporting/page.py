@@ -41,6 +41,8 @@ def _num(value: Any) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return _esc(value)
+        if value and abs(value) < 0.01:  # a learning rate, say: significant digits, not 0.0000
+            return f"{value:.3g}"
         return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
