@@ -86,8 +86,9 @@ def test_failing_command_registration_is_reported_and_withdrawn():
     group.command("kept")(lambda: None)
     host = PluginHost(extra_plugins=(plugin("sft_cmd", sft_register_commands=sft_register_commands),))
     host.register_commands(group)
-    # chat: the built-in instruct plugin's command; export, new-task and serve: the core's own command plugins
-    assert sorted(group.commands) == ["chat", "export", "kept", "new-task", "serve"]
+    # chat: the built-in instruct plugin's command; export, new-task, report, serve and tune: the
+    # core's own command plugins
+    assert sorted(group.commands) == ["chat", "export", "kept", "new-task", "report", "serve", "tune"]
     assert info(host, "sft_cmd").error == "command registration failed: RuntimeError: no config file"
     assert "sft_cmd-t" not in host.tasks and "classification" in host.tasks
 

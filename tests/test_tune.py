@@ -30,10 +30,10 @@ BIN = Path(sys.executable).parent
 TRAIN, EVAL = 160, 40
 
 
-def recipe(tmp_path: Path, model: str, space: dict, **tune_settings) -> Path:
+def recipe(tmp_path: Path, model: str, space: dict, n_train: int = TRAIN, **tune_settings) -> Path:
     """A classification recipe on the cue data with a ``tune:`` section: a trial trains 4 epochs of
     15 steps on 120 examples (the tiny model needs about 60 steps at 3e-3 to learn the cue)."""
-    train, evaluation = write_cue_classification(tmp_path / "data", n_train=TRAIN, n_eval=EVAL)
+    train, evaluation = write_cue_classification(tmp_path / "data", n_train=n_train, n_eval=EVAL)
     config = {"task": "classification", "model": model, "output_dir": str(tmp_path / "run"),
               "data": {"train": str(train), "eval": str(evaluation)},
               "trainer": {"epochs": 4, "batch_size": 8, "eval_batch_size": 32, "max_length": 32, "lr": 3e-3},
@@ -167,23 +167,25 @@ def test_a_restart_with_another_space_is_refused(tmp_path, tiny_model):
 
 
 def test_pruning_stops_a_poor_trial_through_the_evaluation_hook(tmp_path, tiny_model):
-    # a learning rate that learns the cue within the first epoch, and one that learns nothing
-    space = {"trainer.lr": {"choice": [3e-3, 1e-9]}}
-    path = recipe(tmp_path, tiny_model, space, trials=5, startup_trials=5, pruner_startup_trials=1, pruner="median",
-                  seed=6)  # with this seed the sampler draws good, good, poor, good, poor
-    summary = tune(str(path), host=PluginHost())
+    # a learning rate that learns the cue within the first epoch (60 steps on 480 examples), and one
+    # that learns nothing
+    space = {"trainer.lr": {"choice": [5e-3, 1e-9]}}
+    path = recipe(tmp_path, tiny_model, space, n_train=640, trials=5, startup_trials=5, pruner_startup_trials=1,
+                  pruner="median", seed=6)  # with this seed the sampler draws good, good, poor, good, poor
+    summary = tune(str(path), host=PluginHost(), overrides=["trainer.epochs=2"])
     rows = trials_csv(tmp_path / "run-tune")
     pruned = [r for r in rows if r["state"] == "pruned"]
     assert pruned and summary["states"]["pruned"] == len(pruned)
     assert all(float(r["trainer.lr"]) == 1e-9 for r in pruned)
-    for row in pruned:  # stopped at the end of an epoch before the last, with the reason logged
+    assert len(pruned) == 2
+    for row in pruned:  # stopped at the end of its first epoch of two, with the reason logged
         folder = tmp_path / "run-tune" / "trials" / f"trial-{int(row['number']):04d}"
         records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
         assert [r for r in records if r.get("event") == "stop_requested"]
         assert json.loads((folder / "train_results.json").read_text())["status"] == "stopped"
-        assert int(row["pruned_at"]) in (120, 240, 360)  # examples seen: 1 to 3 of the 4 epochs of 120 examples
-        assert len([r for r in records if "eval_accuracy" in r]) == int(row["pruned_at"]) // 120
-    assert float(rows[summary["best_trial"]]["trainer.lr"]) == 3e-3
+        assert int(row["pruned_at"]) == 480  # examples seen: one epoch of the 480 training examples
+        assert len([r for r in records if "eval_accuracy" in r]) == 1
+    assert float(rows[summary["best_trial"]]["trainer.lr"]) == 5e-3
 
 
 class FailsAtBatch8:

@@ -318,7 +318,8 @@ def _run_trial(study, trial, TrialState, settings: TuneSettings, spec, base_dict
         return
     trial.set_user_attr("metrics", {k: v for k, v in reporter.last.items() if isinstance(v, (int, float))})
     value = float(reporter.last[metric])
-    if reporter.pruned_at is not None:
+    # pruned at its last evaluation, a trial has run its whole schedule: it counts as complete
+    if reporter.pruned_at is not None and result["train"].get("status") != "completed":
         trial.set_user_attr("pruned_at", reporter.pruned_at)
         study.tell(trial, state=TrialState.PRUNED)
         _say(f"trial {trial.number}: pruned after {reporter.pruned_at} examples ({metric} {value:.4f})")
