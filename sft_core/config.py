@@ -37,6 +37,10 @@ class DataConfig:
     eval: str | None = None
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    # set: this fraction of the training examples (drawn with validation_seed) is held out and
+    # evaluated instead of data.eval, and the rest trains (`sft tune` scores its trials so)
+    validation_fraction: float | None = None
+    validation_seed: int = 0
 
 
 @dataclass
@@ -164,6 +168,19 @@ def train_files(data) -> list[str | None]:
     """The files of ``data.train`` as a list (``[None]``: the task's built-in sample)."""
     train = data.train
     return list(train) if isinstance(train, list) else [train]
+
+
+def check_validation_split(config: RunConfig) -> None:
+    """data.validation_fraction takes the evaluation examples from data.train: not with data.eval."""
+    fraction = config.data.validation_fraction
+    if fraction is None:
+        return
+    if not 0 < fraction < 1:
+        raise ConfigError(f"data.validation_fraction must be between 0 and 1 (the part of data.train held out "
+                          f"to evaluate), got {fraction}")
+    if config.data.eval is not None:
+        raise ConfigError(f"data.validation_fraction={fraction} evaluates on part of data.train, and data.eval is "
+                          f"{config.data.eval}: give one of the two (data.eval=null to use the held-out part)")
 
 
 def expand_data_dir(value: Any, data_dir: str) -> Any:

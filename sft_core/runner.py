@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .checkpoint import TASK_FILE, fsync_dir, fsync_file
-from .config import RunConfig, build_config, train_files
+from .config import RunConfig, build_config, check_validation_split, train_files
 from .errors import SFTError
 from .exporting.runtime import is_onnx_folder
 from .models import resolve_model
@@ -178,16 +178,12 @@ def load_model(task, path: str, trainable: bool = False, gradient_checkpointing:
     return tokenizer, model
 
 
-def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool = False,
-          holdout: tuple[float, int] | None = None) -> dict:
+def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool = False) -> dict:
     """``sft run``: train, evaluate, save; returns {"train": ..., "eval": ...}.
 
     An output folder holding an earlier run is continued (``resume``), replaced (``overwrite``:
-    the files sft wrote there are removed first) or refused with an error.
-
-    ``holdout`` (fraction, seed), as ``sft tune``'s trials use it: that fraction of the training
-    examples, drawn with the seed, is evaluated instead of data.eval (never read) and the rest
-    trains, so that a search never sees the evaluation set it reports.
+    the files sft wrote there are removed first) or refused with an error. With
+    data.validation_fraction, that part of the training examples is evaluated and the rest trains.
     """
     from accelerate.utils import set_seed
 
@@ -214,8 +210,10 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
     train_examples = _limit(load_training_examples(task, config), config.data.max_train_samples)
     if not train_examples:
         raise SFTError(f"no training examples in {config.data.train or 'the built-in sample'}")
+    check_validation_split(config)
     held_out = None
-    if holdout is not None:
+    holdout = (config.data.validation_fraction, config.data.validation_seed)
+    if config.data.validation_fraction is not None:
         train_examples, held_out = split_holdout(train_examples, *holdout)
     if resume_from is not None:
         saved = json.loads((resume_from / "model" / TASK_FILE).read_text(encoding="utf-8"))
@@ -258,7 +256,7 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
         info = {"versions": _versions(accelerator), "seed": config.trainer.seed,
                 "resumed_from": str(resume_from) if resume_from else None, "parameters": counts,
                 "prediction_files": list(prediction_files(task))}
-        if holdout is not None:
+        if held_out is not None:
             info["validation"] = {"fraction": holdout[0], "seed": holdout[1], "train_examples": len(train_examples),
                                   "validation_examples": len(eval_examples or [])}
         _write_json(output_dir / "run_info.json", info)
@@ -304,7 +302,7 @@ def _write_report(output_dir: Path) -> None:
 
 #: Keys of the saved training config that bounded what the training run read, not what a later
 #: ``sft eval`` or ``sft predict`` scores or predicts
-TRAINING_LIMITS = ("max_train_samples", "max_eval_samples")
+TRAINING_LIMITS = ("max_train_samples", "max_eval_samples", "validation_fraction", "validation_seed")
 
 
 def _inference_layer(saved: dict, data_given: bool) -> dict:

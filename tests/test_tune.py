@@ -98,6 +98,22 @@ def test_the_space_is_checked_against_the_task_before_any_trial(tmp_path, tiny_m
     assert not (tmp_path / "run-tune").exists()  # nothing was started
 
 
+def test_sft_run_evaluates_on_a_held_out_part_of_the_training_data(tmp_path, tiny_model):
+    train, evaluation = write_cue_classification(tmp_path / "data", n_train=TRAIN, n_eval=EVAL)
+    common = [str(BIN / "sft"), "run", "--task", "classification", "--model", tiny_model, "--train", str(train),
+              "trainer.epochs=1", "trainer.max_length=32", "data.validation_fraction=0.25", "data.validation_seed=3"]
+    done = subprocess.run([*common, "--output-dir", str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert done.returncode == 0, done.stderr
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["validation"] == {"fraction": 0.25, "seed": 3, "train_examples": 120, "validation_examples": 40}
+    assert json.loads((tmp_path / "run" / "eval_results.json").read_text())["eval_samples"] == 40
+    both = subprocess.run([*common, "--eval", str(evaluation), "--output-dir", str(tmp_path / "run2")],
+                          capture_output=True, text=True, timeout=120)
+    assert both.returncode == 2 and "give one of the two (data.eval=null to use the held-out part)" in both.stderr
+    assert not (tmp_path / "run2").exists()
+
+
 def test_the_holdout_is_seeded_disjoint_and_covers_every_example():
     examples = [{"i": i} for i in range(100)]
     train, held = split_holdout(examples, 0.2, seed=7)
@@ -128,7 +144,8 @@ def test_a_three_trial_study_scores_on_the_validation_split_and_retrains_the_bes
         folder = study / "trials" / f"trial-{int(row['number']):04d}"
         info = json.loads((folder / "run_info.json").read_text())
         assert info["validation"] == {"fraction": 0.25, "seed": 0, "train_examples": 120, "validation_examples": 40}
-        assert yaml.safe_load((folder / "config.yaml").read_text())["data"]["eval"] is None
+        data = yaml.safe_load((folder / "config.yaml").read_text())["data"]
+        assert data["eval"] is None and (data["validation_fraction"], data["validation_seed"]) == (0.25, 0)
         evals = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines() if "eval_accuracy" in x]
         assert len(evals) == 4  # an evaluation at each epoch's end, for the pruner
         assert float(row["value"]) == evals[-1]["eval_accuracy"]  # the score is the last evaluation's

@@ -1,9 +1,9 @@
 """``sft tune``: a hyperparameter search on Optuna around the one training loop.
 
-Each trial is an ordinary run (``runner.train``) in ``STUDY/trials/trial-NNNN`` with the trial's
-values layered over the recipe, trained on part of data.train and scored on the rest (the
-validation split: ``tune.validation_fraction``, drawn with ``tune.seed``); data.eval is never read
-by a trial. A hook reports every evaluation to the trial and ends a trial the pruner gives up on,
+Each trial is an ordinary run (``api.train_config``, what ``sft run`` calls) in
+``STUDY/trials/trial-NNNN`` with the trial's values layered over the recipe, trained on part of
+data.train and scored on the rest (``data.validation_fraction`` set to ``tune.validation_fraction``,
+drawn with ``tune.seed``); data.eval is never read by a trial. A hook reports every evaluation to the trial and ends a trial the pruner gives up on,
 as early stopping would. The best values are then retrained on the whole of data.train, evaluated
 once on data.eval (``STUDY/best``), and written to ``best.yaml``.
 
@@ -263,7 +263,7 @@ def _recover_interrupted(study, TrialState) -> None:
 
 def _run_trial(study, trial, TrialState, settings: TuneSettings, spec, base_dict: dict, metric: str,
                folder: Path, host) -> None:
-    from .. import runner
+    from ..api import train_config
 
     values = suggest(trial, settings)
     # a trial evaluates at least at the end of every epoch, so that the pruner sees it progress
@@ -273,7 +273,8 @@ def _run_trial(study, trial, TrialState, settings: TuneSettings, spec, base_dict
     start = time.monotonic()
     try:
         config = build_config(spec, [("recipe", base_dict), (f"trial {trial.number}", {
-            **values, "output_dir": str(trial_dir), "data.eval": None, "trainer.save_every": 0,
+            **values, "output_dir": str(trial_dir), "data.eval": None, "data.validation_fraction":
+            settings.validation_fraction, "data.validation_seed": settings.seed, "trainer.save_every": 0,
             "trainer.eval_every": eval_every,
             "trainer.report": False, "trainer.metric_for_best": metric})])
     except ConfigError as exc:  # this combination of values is invalid: the others may not be
@@ -286,8 +287,7 @@ def _run_trial(study, trial, TrialState, settings: TuneSettings, spec, base_dict
     name = f"sft-tune-trial-{trial.number}"
     host.pm.register(reporter, name=name)
     try:
-        result = runner.train(config, host, overwrite=True,
-                              holdout=(settings.validation_fraction, settings.seed))
+        result = train_config(config, host, overwrite=True)
     except (TrainingInterrupted, KeyboardInterrupt):
         trial.set_user_attr("interrupted", True)
         study.tell(trial, state=TrialState.FAIL)
