@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from . import sources
-from .config import RunConfig, build_config, check_validation_split, load_config_file, parse_override
+from .config import RunConfig, build_config, load_config_file, parse_override
 from .errors import SFTError
 
 
@@ -78,7 +78,6 @@ def train_config(config: RunConfig, host=None, resume: bool | str = False, overw
 
     host = _host(host)
     check_data_files(config)
-    check_validation_split(config)
     if config.trainer.report:
         import importlib.util
 

@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 from .config import (DATA_DIR_ENV, RECIPE_KEY, build_config, flatten, load_config_file, read_yaml_mapping)
 from .errors import ConfigError, SFTError
+from .run_folder import write_text_atomic
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "configs"  # in a source checkout
 BENCH_KEYS = ("title", "suites", "metrics", "reference", "budget", "estimate_minutes", "quick")
@@ -314,15 +315,10 @@ def markdown(header: dict, results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
 
 def write_report(output: Path, header: dict, results: list[dict]) -> None:
-    _write(output / "results.json", json.dumps({"header": header, "results": results}, indent=2) + "\n")
-    _write(output / "results.md", markdown(header, results))
+    write_text_atomic(output / "results.json", json.dumps({"header": header, "results": results}, indent=2) + "\n")
+    write_text_atomic(output / "results.md", markdown(header, results))
 
 
 def earlier_results(output: Path, quick: bool, names: list[str]) -> tuple[list[dict], list[str]]:

@@ -394,6 +394,7 @@ def build_config(spec, layers: list[tuple[str, dict]]) -> RunConfig:
     for part in (config.data, config.trainer, config.peft, config.options):
         if hasattr(part, "check"):
             part.check()
+    check_validation_split(config)  # here, not in DataConfig.check: tasks override that without calling it
     return config
 
 

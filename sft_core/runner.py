@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .checkpoint import TASK_FILE, fsync_dir, fsync_file
-from .config import RunConfig, build_config, check_validation_split, train_files
+from .config import RunConfig, build_config, train_files
 from .errors import SFTError
 from .exporting.runtime import is_onnx_folder
 from .models import resolve_model
@@ -123,8 +123,6 @@ def load_training_examples(task, config: RunConfig) -> list:
 def split_holdout(examples: list, fraction: float, seed: int) -> tuple[list, list]:
     """(training part, held-out part) of ``examples``: ``fraction`` of them, drawn with ``seed``,
     held out (at least one, and at least one left to train on); each part keeps the file order."""
-    if not 0 < fraction < 1:
-        raise SFTError(f"the validation fraction must be between 0 and 1, got {fraction}")
     if len(examples) < 2:
         raise SFTError(f"{len(examples)} training example(s): too few to hold out a validation part")
     n = min(max(1, round(fraction * len(examples))), len(examples) - 1)
@@ -210,11 +208,10 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
     train_examples = _limit(load_training_examples(task, config), config.data.max_train_samples)
     if not train_examples:
         raise SFTError(f"no training examples in {config.data.train or 'the built-in sample'}")
-    check_validation_split(config)
     held_out = None
-    holdout = (config.data.validation_fraction, config.data.validation_seed)
-    if config.data.validation_fraction is not None:
-        train_examples, held_out = split_holdout(train_examples, *holdout)
+    if config.data.validation_fraction is not None:  # checked with the config: between 0 and 1, no data.eval
+        train_examples, held_out = split_holdout(train_examples, config.data.validation_fraction,
+                                                 config.data.validation_seed)
     if resume_from is not None:
         saved = json.loads((resume_from / "model" / TASK_FILE).read_text(encoding="utf-8"))
         task.load_state_dict(saved["state"])
@@ -257,7 +254,8 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
                 "resumed_from": str(resume_from) if resume_from else None, "parameters": counts,
                 "prediction_files": list(prediction_files(task))}
         if held_out is not None:
-            info["validation"] = {"fraction": holdout[0], "seed": holdout[1], "train_examples": len(train_examples),
+            info["validation"] = {"fraction": config.data.validation_fraction, "seed": config.data.validation_seed,
+                                  "train_examples": len(train_examples),
                                   "validation_examples": len(eval_examples or [])}
         _write_json(output_dir / "run_info.json", info)
     accelerator.wait_for_everyone()

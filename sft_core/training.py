@@ -215,9 +215,10 @@ def _fit(run: Run, stops: StopSignals) -> dict:
             run.hooks.sft_save_checkpoint(config=run.config, state=state, path=path)
         acc.wait_for_everyone()
 
-    def stop_requested() -> bool:
-        """A hook set ``state.stop_reason``: stop as early stopping does (every process agrees)."""
-        if not _agree(acc, state.stop_reason is not None):
+    def stop_requested(agreed: bool | None = None) -> bool:
+        """A hook set ``state.stop_reason``: stop as early stopping does. ``agreed``: every process's
+        answer, already exchanged at the step boundary; else the processes agree now."""
+        if not (agreed if agreed is not None else _agree(acc, state.stop_reason is not None)):
             return False
         logger.log({"step": state.global_step, "event": "stop_requested", "reason": state.stop_reason or ""})
         return True
@@ -238,9 +239,14 @@ def _fit(run: Run, stops: StopSignals) -> dict:
             first = state.steps_in_epoch * cfg.grad_accum
             micro = [b[rank] for b in epoch_batches[first:]]
             for start in range(0, len(micro), cfg.grad_accum):
-                interrupted = _stop_signal(acc, stops)  # a step boundary: the last step's work is done
+                # a step boundary: the last step's work is done; one exchange between the processes
+                # says whether a signal arrived or a hook asked to stop (sft_step_end's state.stop_reason)
+                interrupted, requested = _step_boundary(acc, stops, state)
                 if interrupted:
                     stop = True
+                    break
+                if requested and stop_requested(agreed=True):
+                    stop = ended_early = True
                     break
                 step_start = time.perf_counter()
                 group = micro[start:start + cfg.grad_accum]
@@ -272,8 +278,6 @@ def _fit(run: Run, stops: StopSignals) -> dict:
                 window_steps += 1
                 bar.update(1)
                 run.hooks.sft_step_end(config=run.config, state=state, loss=loss_value, lr=lr)
-                if stop_requested():
-                    stop = ended_early = True
 
                 if state.global_step % cfg.log_every == 0 or state.global_step == total_steps:
                     elapsed = state.train_seconds - window_start
@@ -311,7 +315,7 @@ def _fit(run: Run, stops: StopSignals) -> dict:
                     do_checkpoint()
                     saved_at = state.global_step
         if not interrupted and not ended_early:  # a signal during the last step stops before the final work
-            interrupted = _stop_signal(acc, stops)
+            interrupted, _ = _step_boundary(acc, stops, state)
         if interrupted:
             if saved_at != state.global_step:
                 do_checkpoint()
@@ -380,13 +384,16 @@ def _agree(acc, flag: bool) -> bool:
     return bool(box[0])
 
 
-def _stop_signal(acc, stops: StopSignals) -> int:
-    """The signal number that stops training at this step boundary, 0 for none: any process's, so
-    that every process stops at the same step even when only one of them was signalled."""
+def _step_boundary(acc, stops: StopSignals, state) -> tuple[int, bool]:
+    """(the signal number that stops training at this step boundary, 0 for none; whether a hook set
+    ``state.stop_reason``): any process's, so that every process stops at the same step even when
+    only one of them was signalled or asked to stop. One gather for both."""
     mine = stops.received or 0
+    wanted = state.stop_reason is not None
     if acc.num_processes == 1:
-        return mine
-    return int(acc.gather(torch.tensor([mine], device=acc.device)).max())
+        return mine, wanted
+    gathered = acc.gather(torch.tensor([[mine, int(wanted)]], device=acc.device))
+    return int(gathered[:, 0].max()), bool(gathered[:, 1].max())
 
 
 def _eval_key(name: str) -> str:

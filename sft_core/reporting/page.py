@@ -7,13 +7,13 @@ import base64
 import html
 import json
 import math
-import os
 import struct
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..errors import SFTError
+from ..run_folder import write_text_atomic
 from . import plots
 from .runs import RunData, differing_settings, flat_config, read_run, unique_names
 
@@ -315,7 +315,5 @@ def build_report(paths: list[str], output: str | None = None) -> str:
             + "\n".join(sections) + "\n</body>\n</html>\n")
     target = Path(output) if output else (folders[0] / "report.html" if len(folders) == 1 else Path("report.html"))
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, target)
+    write_text_atomic(target, page)
     return str(target)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import csv
 import gc
+import io
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -32,6 +32,7 @@ import yaml
 from .. import hookimpl
 from ..config import TUNE_KEY, build_config, read_yaml_mapping
 from ..errors import ConfigError, SFTError, TrainingInterrupted
+from ..run_folder import write_text_atomic
 from .space import TuneSettings, check_space, parse_tune, suggest
 
 DB_FILE = "study.db"
@@ -106,12 +107,6 @@ class _TrialReporter:
             self.pruned_at = int(state.samples_seen)
             state.stop_reason = f"trial {self.trial.number} pruned after {state.samples_seen} examples " \
                                 f"({self.metric} {value:.4f})"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _fmt(value: Any) -> str:
@@ -190,10 +185,9 @@ def tune(config_files: list[str], trials: int | None = None, timeout_minutes: fl
             _run_trial(study, trial, TrialState, settings, spec, base_dict, metric, folder, host)
         finally:
             write_trials_csv(study, settings, folder / TRIALS_CSV)
-    write_trials_csv(study, settings, folder / TRIALS_CSV)
+    write_trials_csv(study, settings, folder / TRIALS_CSV)  # also when no trial ran (a restart marks interrupted ones)
 
-    completed = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if not completed:
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         raise SFTError(f"no trial of the study in {folder} completed (see {folder / TRIALS_CSV}); nothing to retrain")
     best = study.best_trial
     best_config = build_config(spec, [("recipe", base_dict), (f"best trial {best.number}",
@@ -201,7 +195,7 @@ def tune(config_files: list[str], trials: int | None = None, timeout_minutes: fl
     header = (f"# Found by `sft tune` (study {folder}): trial {best.number} of {len(study.trials)}, {metric} "
               f"{best.value:.4f} on the validation split (tune.validation_fraction={settings.validation_fraction},"
               f" tune.seed={settings.seed}).\n# Evaluated once, at the end of training (trainer.eval_every: 0).\n")
-    _atomic_write(folder / BEST_YAML, header + best_config.to_yaml())
+    write_text_atomic(folder / BEST_YAML, header + best_config.to_yaml())
     _write_importance(optuna, study, folder / IMPORTANCE_FILE)
 
     final = _retrain(best, best_config, folder, host, metric, settings)
@@ -232,7 +226,7 @@ def _check_study_folder(folder: Path, base_dict: dict, settings: TuneSettings, m
         raise ConfigError(f"{folder} exists and is not a study folder of sft tune (no {SETTINGS_FILE}); "
                           "give another --study-dir")
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps({**recorded, "metric": metric, "direction": direction}, indent=2, sort_keys=True))
+    write_text_atomic(path, json.dumps({**recorded, "metric": metric, "direction": direction}, indent=2, sort_keys=True))
 
 
 def _diff_keys(a: Any, b: Any, prefix: str) -> list[str]:
@@ -360,7 +354,7 @@ def _retrain(best, best_config, folder: Path, host, metric: str, settings: TuneS
     result = train_config(best_config, host, overwrite=True)
     final = {"best_trial": best.number, "params": best.params, "validation": {metric: best.value},
              "eval": result["eval"], "train": result["train"], "run_dir": str(folder / "best")}
-    _atomic_write(final_path, json.dumps(final, indent=2))
+    write_text_atomic(final_path, json.dumps(final, indent=2))
     return final
 
 
@@ -374,34 +368,33 @@ def write_trials_csv(study, settings: TuneSettings, path: Path) -> None:
                      "retry_of": t.user_attrs.get("retry_of", ""),
                      "interrupted": "yes" if t.user_attrs.get("interrupted") else "",
                      "error": t.user_attrs.get("error", "")})
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["number", "state", "value", *names, "seconds", "pruned_at",
-                                                    "retry_of", "interrupted", "error"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=["number", "state", "value", *names, "seconds", "pruned_at",
+                                              "retry_of", "interrupted", "error"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def _write_importance(optuna, study, path: Path) -> None:
     """How much each parameter explains the completed trials' scores (fANOVA, Optuna's default;
     PED-ANOVA when scikit-learn is missing). Needs two completed trials and a varied parameter."""
+    import importlib.util
+
     from optuna.trial import TrialState
 
-    if len([t for t in study.trials if t.state == TrialState.COMPLETE]) < 2:
+    if sum(t.state == TrialState.COMPLETE for t in study.trials) < 2:
         return
+    if importlib.util.find_spec("sklearn") is not None:
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    else:
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
     try:
-        try:
-            import sklearn  # noqa: F401
-
-            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        except ImportError:
-            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
         importance = optuna.importance.get_param_importances(study, evaluator=evaluator)
     except (RuntimeError, ValueError) as exc:  # e.g. every completed trial drew the same values
         _say(f"parameter importance not computed: {exc}")
         return
-    _atomic_write(path, json.dumps({"method": type(evaluator).__name__, "importance": importance}, indent=2))
+    write_text_atomic(path, json.dumps({"method": type(evaluator).__name__, "importance": importance}, indent=2))
 
 
 def _write_report(folder: Path) -> None:
