@@ -79,6 +79,20 @@ def build_tiny_bert(folder: Path, texts: list[str]) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    """A tiny random Llama (pad = EOS, as SmolLM2) whose tokenizer knows the words of the test conversations."""
+    import random
+
+    from sft_core.testing import tiny_decoder
+
+    words = "the cat dog sat ran on a mat red blue green what is capital of colour answer yes no".split()
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(words) for _ in range(8)) for _ in range(200)]
+    return tiny_decoder(tmp_path_factory.mktemp("tiny-llama"), [*texts, "system user assistant ### :"],
+                        family="llama", pad="eos")
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
     import json
 

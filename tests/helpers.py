@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from sft_core.config import build_config
 from sft_core.plugins import PluginHost
 
 SAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "sft_classification" / "sample_data"
+
+
+def _console_script() -> list[str]:
+    """The installed ``sft`` console script beside this interpreter (what ``pip install`` put there)."""
+    found = shutil.which("sft", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise RuntimeError(f"no `sft` console script beside {sys.executable}: install sft (make setup)")
+    return [found]
+
+
+def sft_env(**extra: str) -> dict[str, str]:
+    """The environment of a command a test starts: the suite's (offline, built-in plugins only) and ``extra``."""
+    return {**os.environ, "TQDM_DISABLE": "1", **extra}
+
+
+def sft(*args, env: dict | None = None, cwd=None, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
+    """``sft ARGS...`` through the console script, as a user runs it; its output captured as text."""
+    done = subprocess.run([*sft.command, *map(str, args)], capture_output=True, text=True, env=env or sft_env(),
+                          cwd=cwd, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"sft {' '.join(map(str, args))}: exit {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+sft.command = _console_script()
 
 
 def make_config(host: PluginHost, task: str = "classification", **values):

@@ -70,8 +70,8 @@ def chat_session(model: str, host, read: Callable[[str], str], write: Callable[[
 @click.pass_context
 def chat_command(ctx, model, system, max_new_tokens, overrides):
     """Chat with a causal language model in the terminal, the answer streamed token by token."""
-    from sft_core.cli import _layers
+    from sft_core.api import config_layers
 
     host = ctx.find_root().obj
     chat_session(model, host, read=input, write=lambda s: (sys.stdout.write(s), sys.stdout.flush()),
-                 system=system, max_new_tokens=max_new_tokens, layers=_layers((), overrides))
+                 system=system, max_new_tokens=max_new_tokens, layers=config_layers((), list(overrides)))

@@ -1,0 +1,289 @@
+"""Every ``sft`` command as a user runs it: through the console script, in a subprocess, on tiny models.
+
+The other test modules call most of the code behind the commands in-process, which cannot see what
+breaks between the command line and that code (an import a refactor removed, a console-script entry
+point, a terminal). Here each command the installed ``sft`` offers is started once as a user would,
+and ``test_every_command_is_walked`` fails when a command appears that this module does not start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import SAMPLE, sft, sft_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: command -> the test below that starts it through the console script
+WALKED = {
+    "run": "test_run_eval_predict", "eval": "test_run_eval_predict", "predict": "test_run_eval_predict",
+    "chat": "test_chat_in_a_terminal", "serve": "test_serve_answers_what_predict_prints",
+    "export": "test_export_then_predict_from_the_exported_folder", "tune": "test_tune_a_two_trial_study",
+    "report": "test_report_of_a_run", "bench": "test_bench_lists_and_runs_a_recipe",
+    "new-task": "test_new_task_writes_a_package", "tasks": "test_tasks_and_plugins",
+    "plugins": "test_tasks_and_plugins",
+}
+
+
+def ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_every_command_is_walked():
+    """The commands ``sft --help`` lists (core and plugin commands) are exactly those walked here."""
+    done = ok(sft("--help"))
+    listed = set(re.findall(r"^  ([a-z][a-z-]*)\s", done.stdout.split("Commands:", 1)[1], flags=re.M))
+    assert listed == set(WALKED), f"not walked: {sorted(listed - set(WALKED))}; gone: {sorted(set(WALKED) - listed)}"
+    module = sys.modules[__name__]
+    assert all(callable(getattr(module, name, None)) for name in WALKED.values())
+
+
+def test_version_and_module_entry_point():
+    assert re.fullmatch(r"sft, version \S+\n", ok(sft("--version")).stdout)
+    done = ok(subprocess.run([sys.executable, "-m", "sft_core", "tasks"], capture_output=True, text=True,
+                             env=sft_env(), timeout=300))
+    assert "classification" in done.stdout
+
+
+# --- a classification run, its model evaluated, predicted, reported, exported, served -----------
+
+@pytest.fixture(scope="module")
+def classifier(tiny_model, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("commands") / "run"
+    done = ok(sft("run", "--task", "classification", "--model", tiny_model, "--output-dir", run,
+                  "trainer.max_steps=6", "trainer.lr=1e-3", "trainer.eval_every=3"))
+    assert json.loads(done.stdout)["train_steps"] == 6
+    return run
+
+
+def test_run_eval_predict(classifier, tmp_path):
+    results = json.loads((classifier / "eval_results.json").read_text())
+    evaluated = ok(sft("eval", "--model", classifier / "model", "--data", SAMPLE / "eval.jsonl",
+                       "--output-dir", tmp_path / "eval"))
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(results["accuracy"])
+    predicted = json_lines(ok(sft("predict", "--model", classifier / "model", "great film", "awful food")).stdout)
+    assert [p["text"] for p in predicted] == ["great film", "awful food"]
+    assert {p["prediction"] for p in predicted} <= {"negative", "positive"}
+
+
+def test_report_of_a_run(classifier, tmp_path):
+    ok(sft("report", classifier, "--output", tmp_path / "report.html"))
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
+
+
+def test_export_then_predict_from_the_exported_folder(classifier, tmp_path):
+    exported = tmp_path / "onnx"
+    ok(sft("export", "--model", classifier / "model", "--output", exported))
+    assert (exported / "model.onnx").is_file()
+    texts = ["a warm and funny film", "the soup was cold"]
+    torch_records = json_lines(ok(sft("predict", "--model", classifier / "model", *texts)).stdout)
+    onnx_records = json_lines(ok(sft("predict", "--model", exported, *texts)).stdout)
+    assert [r["prediction"] for r in onnx_records] == [r["prediction"] for r in torch_records]
+    for a, b in zip(onnx_records, torch_records):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(process: subprocess.Popen, url: str, deadline_s: float = 300) -> None:
+    """Until /ready answers 200 (the model is loaded); fails at once if the server process exits."""
+    import httpx
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"sft serve exited with {process.returncode}: {process.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)  # polling for a state, not waiting for time to pass
+    raise AssertionError("sft serve never became ready")
+
+
+def test_serve_answers_what_predict_prints(classifier):
+    import httpx
+
+    texts = ["great film", "awful food", "a long and slow but rewarding story"]
+    expected = json_lines(ok(sft("predict", "--model", classifier / "model", *texts)).stdout)
+    port = _free_port()
+    process = subprocess.Popen([*sft.command, "serve", "--model", str(classifier / "model"), "--port", str(port)],
+                               env=sft_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(process, url)
+        response = httpx.post(f"{url}/predict", json={"inputs": texts}, timeout=120)
+        bad = httpx.post(f"{url}/predict", json={"inputs": "not a list"}, timeout=120)
+        health = httpx.get(f"{url}/health", timeout=120)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert response.status_code == 200, response.text
+    got = response.json()["predictions"]
+    assert [g["prediction"] for g in got] == [e["prediction"] for e in expected]
+    for g, e in zip(got, expected):
+        assert g["score"] == pytest.approx(e["score"], abs=1e-5)
+    assert bad.status_code == 422 and health.status_code == 200  # a bad request, and it keeps serving
+    assert process.returncode == 0, output
+
+
+# --- tune, bench, new-task, tasks, plugins ----------------------------------------------------
+
+def test_tune_a_two_trial_study(tiny_model, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps({
+        "task": "classification", "model": tiny_model, "output_dir": str(tmp_path / "run"),
+        "data": {"eval": str(SAMPLE / "eval.jsonl")}, "trainer": {"max_steps": 2, "save_every": 0, "eval_every": 0},
+        "tune": {"trials": 2, "validation_fraction": 0.2, "space": {"trainer.lr": {"log_uniform": [1e-4, 1e-2]}}},
+    }), encoding="utf-8")
+    ok(sft("tune", "--config", recipe, "--study-dir", tmp_path / "study"))
+    study = tmp_path / "study"
+    assert len((study / "trials.csv").read_text().splitlines()) == 3  # a header and two trials
+    assert (study / "best.yaml").is_file() and (study / "report.html").is_file()
+
+
+def test_bench_lists_and_runs_a_recipe(tiny_model, tmp_path):
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    (recipes / "tiny.yaml").write_text(json.dumps({
+        "task": "classification", "model": tiny_model, "trainer": {"max_steps": 2, "save_every": 0},
+        "bench": {"suites": ["smoke"], "metrics": ["accuracy"], "budget": "2 steps"},
+    }), encoding="utf-8")
+    listed = ok(sft("bench", "--list", "--recipes-dir", recipes)).stdout
+    assert "tiny" in listed and "smoke" in listed
+    data = tmp_path / "data"
+    data.mkdir()
+    ok(sft("bench", "tiny", "--recipes-dir", recipes, "--data-dir", data, "--output", tmp_path / "bench"))
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert [r["recipe"] for r in results["results"]] == ["tiny"] and results["results"][0]["status"] == "ok"
+
+
+def test_new_task_writes_a_package(tmp_path):
+    ok(sft("new-task", "sentiment-demo", "--dir", tmp_path))
+    package = tmp_path / "sft-sentiment-demo"
+    assert (package / "pyproject.toml").is_file() and (package / "sft_sentiment_demo" / "task.py").is_file()
+
+
+def test_tasks_and_plugins():
+    listed = ok(sft("tasks")).stdout
+    for task in ("classification", "ner", "qa", "translation", "instruct"):
+        assert re.search(rf"^{task}\s", listed, flags=re.M), listed
+    plugins = ok(sft("plugins")).stdout
+    assert plugins.startswith("sft-core ") and "FAILED" not in plugins
+    assert re.search(r"^instruct\s.*sft_register_commands", plugins, flags=re.M), plugins
+
+
+# --- the LLM path: an instruct run, then sft chat in a terminal ---------------------------------
+
+QA = [("what is the colour of the cat", "red"), ("what is the colour of the dog", "blue"),
+      ("what sat on the mat", "the cat sat"), ("is the dog blue", "yes"), ("is the cat blue", "no"),
+      ("what ran", "the dog ran on a mat")]
+
+
+@pytest.fixture(scope="module")
+def chat_model(tiny_llama, tmp_path_factory) -> Path:
+    """A tiny Llama that ``sft run --task instruct`` taught to answer QA exactly."""
+    work = tmp_path_factory.mktemp("instruct")
+    data = work / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": q, "completion": a}) + "\n" for q, a in QA), encoding="utf-8")
+    ok(sft("run", "--task", "instruct", "--model", tiny_llama, "--train", data, "--eval", data,
+           "--output-dir", work / "run", "instruct.chat_template=chatml", "peft.method=none", "trainer.batch_size=6",
+           "trainer.max_steps=150", "trainer.lr=1e-2", "trainer.warmup_ratio=0", "trainer.eval_every=0",
+           "trainer.save_every=0", "trainer.max_length=64"))
+    assert json.loads((work / "run" / "eval_results.json").read_text())["exact_match"] == 100.0
+    return work / "run" / "model"
+
+
+class Terminal:
+    """A process on a pseudo-terminal: what a user types, and what the terminal shows."""
+
+    def __init__(self, args: list[str], env: dict):
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+        os.close(slave)
+        self.shown = ""
+
+    def read_until(self, text: str, start: int = 0, deadline_s: float = 300) -> str:
+        """What the terminal shows from ``start`` on, once ``text`` appears there (the deadline is
+        only against a hang, not a timing check)."""
+        deadline = time.monotonic() + deadline_s
+        while text not in self.shown[start:]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{text!r} never appeared; the terminal shows:\n{self.shown}")
+            ready, _, _ = select.select([self.master], [], [], min(remaining, 1.0))
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096).decode("utf-8", "replace")
+                except OSError:  # the process ended and closed the terminal
+                    chunk = ""
+                if not chunk and self.process.poll() is not None:
+                    raise AssertionError(f"exited with {self.process.returncode} before {text!r}:\n{self.shown}")
+                self.shown += chunk
+            elif self.process.poll() is not None:
+                raise AssertionError(f"exited with {self.process.returncode} before {text!r}:\n{self.shown}")
+        return self.shown[start:]
+
+    def type(self, line: str) -> None:
+        os.write(self.master, (line + "\n").encode())
+
+    def close(self) -> int:
+        try:
+            return self.process.wait(timeout=120)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            os.close(self.master)
+
+
+def test_chat_in_a_terminal(chat_model):
+    terminal = Terminal([*sft.command, "chat", "--model", str(chat_model)], sft_env())
+    try:
+        terminal.read_until("> ")
+        start = len(terminal.shown)
+        terminal.type(QA[0][0])
+        answer = terminal.read_until("\n> ", start)
+        start = len(terminal.shown)
+        terminal.type("/reset")  # the model learnt single questions: ask the next one in a new conversation
+        assert "(new conversation)" in terminal.read_until("\n> ", start)
+        start = len(terminal.shown)
+        terminal.type(QA[4][0])
+        second = terminal.read_until("\n> ", start)
+        terminal.type("/exit")
+    finally:
+        code = terminal.close()
+    assert code == 0, terminal.shown
+    # the terminal echoes the typed line, the streamed answer follows on its own line, then the prompt
+    shown = lambda text: [line.strip() for line in text.replace("\r", "").splitlines()]  # noqa: E731
+    assert shown(answer) == [QA[0][0], QA[0][1], ">"], answer
+    assert shown(second) == [QA[4][0], QA[4][1], ">"], second
+    assert "Traceback" not in terminal.shown
