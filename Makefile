@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-llm demo test test-slow bench bench-quick bench-trainer bench-trl bench-serve clean
+.PHONY: setup setup-llm demo test test-data test-slow bench bench-quick bench-trainer bench-trl bench-serve clean
 
 $(BIN)/.sft-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,11 @@ demo: setup  ## fine-tune MiniLM on the built-in sample data, then predict with 
 test: setup  ## the default test suite (tiny random models; a few minutes)
 	$(BIN)/python -m pytest
 
-test-slow: setup-llm  ## integration tests on the real MiniLM and SmolLM2 and ../shared/data
-	$(BIN)/python -m pytest -m slow
+test-data: setup-llm  ## the real-data tier CI runs: the real MiniLM and SmolLM2 on ../shared/data, each figure against its threshold
+	$(BIN)/python -m pytest -m realdata
+
+test-slow: setup-llm  ## the whole slow tier: the real-data tier and the longer integration tests on the real models and data
+	$(BIN)/python -m pytest -m "slow or realdata"
 
 # Benchmark data (read-only, not part of the repository) and the recipes or suite to run.
 DATA_DIR ?= ../shared/data
