@@ -1,4 +1,5 @@
-"""Shared fixtures: offline settings, a private feature cache, and a tiny random BERT built in-process."""
+"""Shared fixtures: offline settings, a private feature cache, the plugin host, and a tiny random BERT
+built in-process."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def _builtin_plugins_only(monkeypatch):
     """Each test starts with the built-in plugins only, even after a test that set the variables itself."""
     monkeypatch.setenv("SFT_LOAD_PLUGINS", BUILTIN_PLUGINS)
     monkeypatch.delenv("SFT_DISABLE_PLUGINS", raising=False)
+
+
+@pytest.fixture(scope="module")
+def host():
+    """A plugin host with the built-in tasks, one per test module."""
+    from sft_core.plugins import PluginHost
+
+    return PluginHost()
 
 
 def plugins_env(*names: str, **extra: str) -> dict[str, str]:

@@ -39,6 +39,18 @@ def sft(*args, env: dict | None = None, cwd=None, timeout: float = 600, check: b
 sft.command = _console_script()
 
 
+def invoke(*args, host: PluginHost | None = None):
+    """``sft ARGS...`` in-process through click's test runner (cheaper than a subprocess once torch is
+    imported), with ``host`` (default: a fresh one with the built-in tasks) and its plugins' commands."""
+    from click.testing import CliRunner
+
+    from sft_core.cli import cli
+
+    host = host if host is not None else PluginHost()
+    host.register_commands(cli)
+    return CliRunner().invoke(cli, [str(a) for a in args], obj=host)
+
+
 def make_config(host: PluginHost, task: str = "classification", **values):
     """A resolved RunConfig from flat dotted keys, e.g. make_config(host, **{"trainer.lr": 1e-3})."""
     return build_config(host.get_task(task), [("test", values)])

@@ -7,21 +7,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from sft_core import bench
-from sft_core.cli import cli
 from sft_core.config import build_config, load_config_file
 from sft_core.errors import ConfigError
-from sft_core.plugins import PluginHost
+
+from helpers import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
-
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
 
 
 def write_recipe(folder: Path, name: str, body: dict) -> Path:
@@ -149,8 +143,8 @@ def test_bench_runs_recipes_and_reports_failures(tiny_model, tmp_path):
                                   "bench": {"metrics": ["accuracy"], "quick": {"trainer.max_steps": 2}}})
     write_recipe(recipes, "missing", {"task": "no-such-task", "bench": {"metrics": ["bleu"]}})
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["bench", "bad", "good", "missing", "--quick", "--data-dir", str(data),
-                                      "--recipes-dir", str(recipes), "--output", str(out)], obj=PluginHost())
+    result = invoke("bench", "bad", "good", "missing", "--quick", "--data-dir", data, "--recipes-dir", recipes,
+                    "--output", out)
 
     assert result.exit_code == 1, result.output
     assert "2 of 3 recipes failed: bad, missing" in result.output
@@ -185,8 +179,7 @@ def test_bench_runs_recipes_and_reports_failures(tiny_model, tmp_path):
     assert next(line for line in table.splitlines() if line.startswith("| bad |")).count("failed: exit 2:") == 1
 
     # measuring in parts: running one recipe again into the folder replaces its row, keeps the others
-    again = CliRunner().invoke(cli, ["bench", "missing", "--quick", "--data-dir", str(data), "--recipes-dir",
-                                     str(recipes), "--output", str(out)], obj=PluginHost())
+    again = invoke("bench", "missing", "--quick", "--data-dir", data, "--recipes-dir", recipes, "--output", out)
     assert again.exit_code == 1, again.output
     merged = json.loads((out / "results.json").read_text())
     assert [r["recipe"] for r in merged["results"]] == ["bad", "good", "missing"]
@@ -196,12 +189,11 @@ def test_bench_runs_recipes_and_reports_failures(tiny_model, tmp_path):
 
 
 def test_bench_errors_before_running(tmp_path):
-    runner = CliRunner()
-    done = runner.invoke(cli, ["bench", "sst2", "--data-dir", str(tmp_path / "nowhere")], obj=PluginHost())
+    done = invoke("bench", "sst2", "--data-dir", tmp_path / "nowhere")
     assert done.exit_code == 2 and "data folder not found" in done.output and "--data-dir" in done.output
-    done = runner.invoke(cli, ["bench", "nope", "--data-dir", str(tmp_path)], obj=PluginHost())
+    done = invoke("bench", "nope", "--data-dir", tmp_path)
     assert done.exit_code == 2 and "no suite or recipe 'nope'" in done.output
-    listing = runner.invoke(cli, ["bench", "--list"], obj=PluginHost())
+    listing = invoke("bench", "--list")
     assert listing.exit_code == 0 and "suite glue: cola, qnli, rte, sst2, stsb" in listing.output
 
 

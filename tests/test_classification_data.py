@@ -17,11 +17,6 @@ from sft_core.plugins import PluginHost
 from helpers import make_config
 
 
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
-
-
 def data_config(host, **values):
     """The ``data`` section of a classification config, from flat keys without the ``data.`` prefix."""
     return make_config(host, **{f"data.{k}": v for k, v in values.items()}).data

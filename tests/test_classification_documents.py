@@ -11,19 +11,13 @@ import pytest
 import torch
 
 from sft_core.errors import ConfigError, DataError
-from sft_core.plugins import PluginHost
 from sft_core.testing import Case, TaskConformance, conformance_cases, tiny_bert
 
-from helpers import make_config
+from helpers import invoke, make_config
 
 CUES = {"positive": "superb", "negative": "dreadful"}
 FILLER = ("the film was seen by many people in the city on a rainy day with friends and family after work "
           "before dinner near home").split()
-
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
 
 
 def task_for(host, **values):
@@ -335,10 +329,7 @@ def test_the_predicted_class_has_one_name_everywhere(host, tmp_path):
 def test_sft_eval_and_predict_on_class_folders(host, cue_model, tmp_path):
     """Train on a folder, then `sft eval` on another folder in the same layout and `sft predict`
     on a folder: unchanged commands, every file scored."""
-    from click.testing import CliRunner
-
     from sft_core import api
-    from sft_core.cli import cli
 
     def folder(name, n, seed):
         rows = {"neg": [], "pos": []}
@@ -351,14 +342,12 @@ def test_sft_eval_and_predict_on_class_folders(host, cue_model, tmp_path):
                                                            "trainer.eval_every": 0, "trainer.save_every": 0,
                                                            "data.max_eval_samples": 4})
     test = folder("test", 20, 7)
-    result = CliRunner().invoke(cli, ["eval", "--model", str(tmp_path / "run" / "model"), "--data", str(test),
-                                      "--output-dir", str(tmp_path / "eval")], obj=PluginHost())
+    result = invoke("eval", "--model", tmp_path / "run" / "model", "--data", test, "--output-dir", tmp_path / "eval")
     assert result.exit_code == 0, result.output
     written = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(written) == 20 and {Path(r["file"]).parent.name for r in written} == {"neg", "pos"}
     assert json.loads((tmp_path / "eval" / "eval_results.json").read_text())["accuracy"] == 1.0
-    result = CliRunner().invoke(cli, ["predict", "--model", str(tmp_path / "run" / "model"), "--input", str(test)],
-                                obj=PluginHost())
+    result = invoke("predict", "--model", tmp_path / "run" / "model", "--input", test)
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     assert len(records) == 20 and all(r["prediction"] in ("neg", "pos") for r in records)

@@ -3,41 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from sft_core.cli import cli
-from sft_core.plugins import PluginHost
+from helpers import SAMPLE, invoke, sft, sft_env
 
-from helpers import SAMPLE
-
-SFT = Path(sys.executable).parent / "sft"
 EVAL_SAMPLE = SAMPLE / "eval.jsonl"
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    env = dict(os.environ)  # with the suite's plugin selection: the built-in tasks only (conftest.py)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TQDM_DISABLE="1", TOKENIZERS_PARALLELISM="false",
-               SFT_CACHE_DIR=str(tmp_path_factory.mktemp("cli-cache")))
-    return env
-
-
-def sft(env, *args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SFT), *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    # with the suite's plugin selection: the built-in tasks only (conftest.py)
+    return sft_env(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+                   SFT_CACHE_DIR=str(tmp_path_factory.mktemp("cli-cache")))
 
 
 def sft_many(env, commands: dict[str, list], cwd) -> dict[str, subprocess.CompletedProcess]:
     """Run independent commands two at a time (CPU-bound imports, 2 cores) and return them by name."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(sft, env, *args, cwd=cwd) for name, args in commands.items()}
+        futures = {name: pool.submit(sft, *args, env=env, cwd=cwd, timeout=300) for name, args in commands.items()}
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -56,8 +44,8 @@ def json_lines(text: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def trained(env, tiny_model, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("cli-run") / "run"
-    done = ok(sft(env, "run", "--task", "classification", "--model", tiny_model, "--output-dir", run_dir,
-                  "trainer.max_steps=3", "trainer.lr=1e-3", cwd=run_dir.parent))
+    done = ok(sft("run", "--task", "classification", "--model", tiny_model, "--output-dir", run_dir,
+                  "trainer.max_steps=3", "trainer.lr=1e-3", env=env, cwd=run_dir.parent, timeout=300))
     summary = json.loads(done.stdout)
     assert summary["output_dir"] == str(run_dir) and summary["train_steps"] == 3
     return run_dir
@@ -72,11 +60,6 @@ def used(env, trained, tmp_path_factory) -> dict:
         "eval": ["eval", "--model", model, "--data", EVAL_SAMPLE, "--output-dir", work / "eval"],
         "predict": ["predict", "--model", model, "great film", "awful food"],
     }, cwd=work)}
-
-
-def invoke(*args):
-    """The same command in-process (torch is already imported here): cheaper than one more subprocess."""
-    return CliRunner().invoke(cli, [str(a) for a in args], obj=PluginHost())
 
 
 def test_run_writes_resolved_config(trained, tiny_model):

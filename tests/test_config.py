@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from sft_core.cli import cli
 from sft_core.config import build_config, load_config_file, parse_override
 from sft_core.errors import ConfigError
-from sft_core.plugins import PluginHost
 
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
+from helpers import invoke
 
 
 @pytest.fixture(scope="module")
@@ -22,19 +16,15 @@ def spec(host):
     return host.get_task("classification")
 
 
-def invoke(host, *args):
-    return CliRunner().invoke(cli, list(args), obj=host)
-
-
 def printed_config(host, *args) -> dict:
-    result = invoke(host, "run", "--print-config", *args)
+    result = invoke("run", "--print-config", *args, host=host)
     assert result.exit_code == 0, result.output
     return yaml.safe_load(result.stdout)
 
 
 def error_of(host, *args) -> str:
     """The one-line error of a failing ``sft run --print-config``."""
-    result = invoke(host, "run", "--print-config", *args)
+    result = invoke("run", "--print-config", *args, host=host)
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     lines = result.stderr.strip().splitlines()

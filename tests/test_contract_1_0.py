@@ -41,18 +41,19 @@ def legacy(tmp_path_factory):
 
 
 @pytest.fixture
-def host(legacy, monkeypatch):
+def legacy_host(legacy, monkeypatch):
+    """A host with the built-in tasks and the 1.0 plugin; the kit's own host is that one too."""
     monkeypatch.setattr(kit, "_host", lambda: PluginHost(extra_plugins=(legacy,)))
     return kit._host()
 
 
-def test_a_1_0_plugin_loads_with_its_contract(host, legacy):
-    assert legacy.SFT_CONTRACT == "1.0" and NAME in host.tasks and not host.failed
-    task = host.tasks[NAME].factory(kit.make_config(NAME, host=host))
+def test_a_1_0_plugin_loads_with_its_contract(legacy_host, legacy):
+    assert legacy.SFT_CONTRACT == "1.0" and NAME in legacy_host.tasks and not legacy_host.failed
+    task = legacy_host.tasks[NAME].factory(kit.make_config(NAME, host=legacy_host))
     assert not hasattr(task, "metric_directions") and metric_direction(task, "accuracy") == "higher"
 
 
-def test_a_1_0_plugin_passes_the_kit(host, tiny_model, tmp_path):
+def test_a_1_0_plugin_passes_the_kit(legacy_host, tiny_model, tmp_path):
     prepared = kit.prepare(CASE, tiny_model, tmp_path / "prepared")
     kit.check_loss_is_a_scalar_with_a_gradient(prepared)
     kit.check_collate_shapes_agree(prepared)

@@ -4,8 +4,6 @@ predict, resolve their pad token, pool the last real token and skip the encoder-
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +14,9 @@ from sft_core.plugins import PluginHost
 from sft_core.testing import tiny_bert, tiny_decoder
 
 from conftest import ROOT
-from helpers import constructed_texts, make_config, train_tiny, write_cue_classification, write_name_ner
+from helpers import constructed_texts, make_config, sft, train_tiny, write_cue_classification, write_name_ner
 
 FAMILIES = ("gpt2", "llama", "qwen2")
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +97,8 @@ def test_pad_token_falls_back_to_eos_and_reaches_model_and_collator(decoders, da
 def test_no_pad_and_no_eos_is_a_one_line_error(decoders, data, tmp_path):
     with pytest.raises(SFTError, match="neither a pad token nor an EOS token"):
         _task(decoders["llama", "none"], **{"data.train": str(data["classification"][0])})
-    proc = subprocess.run([str(BIN / "sft"), "run", "--task", "classification", "--model", decoders["llama", "none"],
-                           "--train", str(data["classification"][0]), "--output-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    proc = sft("run", "--task", "classification", "--model", decoders["llama", "none"], "--train",
+               data["classification"][0], "--output-dir", tmp_path, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: the tokenizer of ")
     assert "Traceback" not in proc.stderr

@@ -6,16 +6,8 @@ from __future__ import annotations
 import json
 import re
 
-from click.testing import CliRunner
-
-from sft_core.cli import cli
-from sft_core.plugins import PluginHost
-
+from helpers import invoke as run
 from helpers import make_config
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], obj=PluginHost())
 
 
 def error_line(result) -> str:
@@ -50,13 +42,12 @@ def test_an_eval_entity_type_never_seen_in_training_stops_sft_run(tmp_path, tiny
     assert not (out / "model").exists()
 
 
-def test_ner_checks_eval_tags_as_it_reads_them_once_its_tags_are_known(tmp_path):
+def test_ner_checks_eval_tags_as_it_reads_them_once_its_tags_are_known(host, tmp_path):
     from sft_core.errors import DataError
     from sft_ner.task import NERTask
 
     dev = tmp_path / "dev.conll"
     dev.write_text("Oslo B-LOC\n\nthe O\nOlympics B-EVENT\n")
-    host = PluginHost()
     fresh = NERTask(make_config(host, "ner"))
     assert len(fresh.load("eval", str(dev))) == 2  # no tag set yet (a zero-shot evaluation defines it)
     restored = NERTask(make_config(host, "ner"))

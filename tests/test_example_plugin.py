@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, plugins_env
+from helpers import sft
 
 PACKAGE = ROOT / "tests" / "fixtures" / "sft-multiple-choice"
 DISTRIBUTION = "sft-multiple-choice"
-SFT = Path(sys.executable).parent / "sft"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -49,12 +49,13 @@ def package(tmp_path_factory) -> Path:
         _pip("uninstall", "-q", "-y", DISTRIBUTION)
 
 
-def sft(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SFT), *args], capture_output=True, text=True, timeout=300, env=_env(**env))
+def plugin_sft(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """``sft ARGS...`` with this plugin loaded, and ``env`` added to the environment."""
+    return sft(*args, env=_env(**env), timeout=300)
 
 
 def test_sft_tasks_lists_it_with_its_distribution(package):
-    done = sft("tasks")
+    done = plugin_sft("tasks")
     assert done.returncode == 0, done.stderr
     line = next((line for line in done.stdout.splitlines() if line.startswith("multiple-choice ")), None)
     assert line is not None, done.stdout
@@ -63,14 +64,14 @@ def test_sft_tasks_lists_it_with_its_distribution(package):
 
 
 def test_sft_plugins_shows_its_version_and_contract(package):
-    done = sft("plugins")
+    done = plugin_sft("plugins")
     assert done.returncode == 0, done.stderr
     assert f"multiple-choice  ({DISTRIBUTION} 0.1.0)  hooks: sft_register_tasks  contract 1.1" in done.stdout.splitlines()
 
 
 def test_sft_run_trains_and_evaluates_it(package, tiny_model, tmp_path):
     out = tmp_path / "run"
-    done = sft("run", "--task", "multiple-choice", "--model", tiny_model, "--output-dir", str(out),
+    done = plugin_sft("run", "--task", "multiple-choice", "--model", tiny_model, "--output-dir", str(out),
                "trainer.max_steps=4", "trainer.batch_size=8", "trainer.lr=1e-3", "trainer.save_every=0")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
@@ -87,11 +88,11 @@ def test_sft_run_trains_and_evaluates_it(package, tiny_model, tmp_path):
 
 
 def test_disable_plugins_removes_it(package):
-    done = sft("tasks", SFT_DISABLE_PLUGINS="multiple-choice")
+    done = plugin_sft("tasks", SFT_DISABLE_PLUGINS="multiple-choice")
     assert done.returncode == 0 and done.stderr == ""
     names = [line.split()[0] for line in done.stdout.splitlines()]
     assert "multiple-choice" not in names and "classification" in names
-    done = sft("run", "--task", "multiple-choice", "--print-config", SFT_DISABLE_PLUGINS="multiple-choice")
+    done = plugin_sft("run", "--task", "multiple-choice", "--print-config", SFT_DISABLE_PLUGINS="multiple-choice")
     assert done.returncode == 2 and "unknown task 'multiple-choice'" in done.stderr
 
 

@@ -11,14 +11,12 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from click.testing import CliRunner  # noqa: E402
-
 from sft_core import SFTError, runner  # noqa: E402
-from sft_core.cli import cli  # noqa: E402
 from sft_core.exporting import onnx as onnx_export  # noqa: E402
 from sft_core.plugins import PluginHost  # noqa: E402
 from sft_core.testing import Case, _same, build_tiny_model, run_engine  # noqa: E402
 
+from helpers import invoke  # noqa: E402
 from test_serve import INPUTS, serving  # noqa: E402
 from test_translation import TINY as TINY_MARIAN  # noqa: E402
 
@@ -127,14 +125,13 @@ def test_the_command_refuses_a_non_empty_output_unless_overwrite(trained, tmp_pa
     (out / "keep.txt").write_text("mine")
     args = ["export", "--model", str(trained["ner"]), "--output", str(out)]
     host = PluginHost()
-    host.register_commands(cli)  # as `sft` does at start-up
-    refused = CliRunner().invoke(cli, args, obj=host)
+    refused = invoke(*args, host=host)
     assert refused.exit_code == 2 and "exists and is not empty" in refused.output
     assert (out / "keep.txt").read_text() == "mine"
-    done = CliRunner().invoke(cli, [*args, "--overwrite"], obj=host)
+    done = invoke(*args, "--overwrite", host=host)
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout[done.stdout.index("{"):])
     assert report["verification"]["fp32_max_abs_diff"] <= 1e-4 and (out / "model.onnx").is_file()
     assert not (out / "keep.txt").exists()
-    again = CliRunner().invoke(cli, ["export", "--model", str(out), "--output", str(tmp_path / "twice")], obj=host)
+    again = invoke("export", "--model", out, "--output", tmp_path / "twice", host=host)
     assert again.exit_code == 2 and "already an exported (ONNX) model" in again.output

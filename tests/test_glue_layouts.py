@@ -12,7 +12,6 @@ import pytest
 
 from sft_classification.options import parse_rows
 from sft_core.errors import ConfigError, DataError
-from sft_core.plugins import PluginHost
 
 from helpers import make_config
 
@@ -23,11 +22,6 @@ COLA = ("gj04\t1\t\tThe sailors rode the breeze clear of the rocks.\n"
         "ks08\t1\t\tI wonder who you saw.\n"
         "ks08\t0\t*\tWho do you wonder whether saw Mary?\n")
 COLA_COLUMNS = ["source", "label", "original_label", "sentence"]
-
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
 
 
 def write(path, text: str):

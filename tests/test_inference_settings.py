@@ -7,20 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import sft_core as sft
-from sft_core.cli import cli
 from sft_core.errors import ConfigError
-from sft_core.plugins import PluginHost
 
-from helpers import SAMPLE, train_tiny
+from helpers import SAMPLE, invoke, train_tiny
 
 TEXTS = [json.loads(line)["sentence"] for line in (SAMPLE / "eval.jsonl").read_text().splitlines()]
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], obj=PluginHost())
 
 
 def lines(path: Path) -> list[dict]:

@@ -14,7 +14,7 @@ from sft_core.errors import ConfigError, DataError, SFTError
 from sft_core.plugins import PluginHost
 from sft_core.testing import tiny_decoder
 
-from helpers import load_weights, make_config, train_tiny
+from helpers import invoke, load_weights, make_config, train_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "plugins" / "sft_instruct" / "sample_data"
@@ -41,11 +41,6 @@ def llama(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory) -> str:
     return tiny_decoder(tmp_path_factory.mktemp("gpt2"), corpus(), family="gpt2", pad="eos")
-
-
-@pytest.fixture(scope="module")
-def host() -> PluginHost:
-    return PluginHost()
 
 
 def task_for(host, model: str, tmp_path: Path, **values):
@@ -373,15 +368,9 @@ def test_generation_is_batched_left_padded_and_matches_one_by_one(tmp_path, host
 
 
 def test_zero_shot_eval_of_an_untrained_model(tmp_path, llama):
-    from click.testing import CliRunner
-
-    from sft_core.cli import cli
-
     out = tmp_path / "zero"
-    result = CliRunner().invoke(cli, ["eval", "--model", llama, "--task", "instruct", "--data",
-                                      str(SAMPLE / "eval.jsonl"), "--output-dir", str(out),
-                                      "instruct.chat_template=chatml", "instruct.max_new_tokens=4"],
-                                obj=PluginHost())
+    result = invoke("eval", "--model", llama, "--task", "instruct", "--data", SAMPLE / "eval.jsonl", "--output-dir",
+                    out, "instruct.chat_template=chatml", "instruct.max_new_tokens=4")
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "eval_results.json").read_text())
     assert metrics["eval_samples"] == 8 and metrics["exact_match"] == 0.0 and metrics["perplexity"] > 10

@@ -17,9 +17,8 @@ import torch
 from sft_core import checkpoint, hookimpl
 from sft_core.errors import TrainingInterrupted
 
-from helpers import load_weights, train_tiny
+from helpers import load_weights, sft, train_tiny
 
-BIN = Path(sys.executable).parent
 
 # 40 examples in batches of 8: 5 steps an epoch, 8 steps in all; no regular checkpoint before the end
 RUN = {"data.max_train_samples": 40, "trainer.batch_size": 8, "trainer.max_steps": 8, "trainer.save_every": 100,
@@ -103,14 +102,14 @@ def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, tin
     env = {**os.environ, "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false", "SIGNAL_AT_STEP": "3"}
     settings = [f"{k}={v}" for k, v in RUN.items()]
 
-    def sft(program: list[str], out: Path, *extra: str) -> subprocess.CompletedProcess:
+    def run(program: list[str], out: Path, *extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([*program, "run", "--task", "classification", "--model", tiny_model, "--output-dir",
                                str(out), *settings, *extra], capture_output=True, text=True, env=env, timeout=300)
 
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     with ThreadPoolExecutor(max_workers=2) as pool:
-        plain = pool.submit(sft, [str(BIN / "sft")], straight)
-        stopped = pool.submit(sft, [sys.executable, str(launcher)], interrupted)
+        plain = pool.submit(run, sft.command, straight)
+        stopped = pool.submit(run, [sys.executable, str(launcher)], interrupted)
         plain, stopped = plain.result(), stopped.result()
     assert plain.returncode == 0, plain.stderr[-3000:]
 
@@ -122,7 +121,7 @@ def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, tin
     assert [p.name for p in (interrupted / "checkpoints").iterdir()] == ["step-00000003"]
     assert sorted(_losses(interrupted)) == [1, 2, 3]  # the log keeps what was written
 
-    resumed = sft([str(BIN / "sft")], interrupted, "--resume")
+    resumed = run(sft.command, interrupted, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected, got = load_weights(straight / "model"), load_weights(interrupted / "model")
     assert expected.keys() == got.keys()

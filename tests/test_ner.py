@@ -10,21 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from sft_core.errors import DataError
-from sft_core.plugins import PluginHost
 from sft_core.testing import tiny_bert
 
 from conftest import ROOT
-from helpers import constructed_texts, make_config, train_tiny, write_name_ner
+from helpers import constructed_texts, invoke, make_config, train_tiny, write_name_ner
 
 NER_SAMPLE = ROOT / "plugins" / "sft_ner" / "sample_data"
-
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
 
 
 def read(host, tmp_path, text: str, name: str = "data.conll", split: str = "train", **data):
@@ -381,10 +374,6 @@ def test_a_tiny_bert_learns_separable_tags_exactly(tmp_path):
         "trainer.save_every": 0})
     assert result["eval"]["eval_samples"] == 40
     assert result["eval"]["accuracy"] == 1.0 and result["eval"]["f1"] == 1.0, result["eval"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(__import__("sft_core.cli", fromlist=["cli"]).cli, [str(a) for a in args], obj=PluginHost())
 
 
 def test_eval_and_predict_on_the_saved_model(ner_run, tmp_path):

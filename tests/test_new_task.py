@@ -7,19 +7,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from sft_core.cli import cli
-from sft_core.plugins import PluginHost
 from sft_core.scaffold import names
 
 from conftest import plugins_env
+from helpers import invoke, sft
 
 NAME = "scaffolded-demo"
-SFT = Path(sys.executable).parent / "sft"
 
 
 def _env() -> dict[str, str]:
@@ -32,12 +28,6 @@ def run(*args, cwd=None) -> subprocess.CompletedProcess:
     done = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600, env=_env(), cwd=cwd)
     assert done.returncode == 0, f"{' '.join(map(str, args))} failed:\n{done.stdout}\n{done.stderr}"
     return done
-
-
-def invoke(*args):
-    host = PluginHost()
-    host.register_commands(cli)
-    return CliRunner().invoke(cli, [str(a) for a in args], obj=host)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +45,7 @@ def test_the_package_follows_the_naming_rule(package):
     assert (package / "pyproject.toml").read_text().count(f'{NAME} = "sft_scaffolded_demo"') == 1
     assert names(NAME) == {"__NAME__": NAME, "__DIST__": f"sft-{NAME}", "__MODULE__": "sft_scaffolded_demo",
                            "__CLASS__": "ScaffoldedDemoTask"}
-    tasks = run(SFT, "tasks").stdout
+    tasks = sft("tasks", env=_env(), check=True).stdout
     assert any(line.startswith(NAME) and line.endswith(f"[sft-{NAME}]") for line in tasks.splitlines())
 
 
@@ -66,14 +56,16 @@ def test_it_passes_its_own_tests(package):
 
 def test_it_trains_and_predicts_unchanged(package, tiny_model, tmp_path):
     out = tmp_path / "run"
-    done = run(SFT, "run", "--task", NAME, "--model", tiny_model, "--output-dir", out, "trainer.lr=1e-3")
+    done = sft("run", "--task", NAME, "--model", tiny_model, "--output-dir", out, "trainer.lr=1e-3", env=_env(),
+               check=True)
     summary = json.loads(done.stdout)
     written = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert summary["train_steps"] > 0 and written
     assert summary["eval_accuracy"] == pytest.approx(sum(r["prediction"] == r["label"] for r in written) / len(written))
     saved = json.loads((out / "model" / "sft_task.json").read_text())
     assert saved["provider"]["distribution"] == f"sft-{NAME}"
-    records = [json.loads(line) for line in run(SFT, "predict", "--model", out / "model", "a lovely film", "x").stdout.splitlines()]
+    predicted = sft("predict", "--model", out / "model", "a lovely film", "x", env=_env(), check=True)
+    records = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert [r["text"] for r in records] == ["a lovely film", "x"]
     assert all(r["label"] in ("positive", "negative") for r in records)
 

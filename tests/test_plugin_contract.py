@@ -9,12 +9,12 @@ import types
 
 import click
 import pytest
-from click.testing import CliRunner
 
 import sft_core
 from sft_core import hookimpl
-from sft_core.cli import cli
 from sft_core.plugins import PluginHost, contract_problem
+
+from helpers import invoke
 
 
 def plugin(name: str, contract=None, registers: tuple[str, ...] = ("t",), raises: BaseException | None = None,
@@ -57,13 +57,13 @@ def test_incompatible_contract_is_a_failed_plugin_and_others_work():
     assert "sft_future-t" not in host.tasks and host.pm.get_plugin("sft_future") is None
     assert "sft_current-t" in host.tasks and "classification" in host.tasks
     assert info(host, "sft_current").contract == "1.0" and info(host, "sft_current").error is None
-    result = CliRunner().invoke(cli, ["plugins"], obj=host)
+    result = invoke("plugins", host=host)
     lines = result.stdout.splitlines()
     assert lines[0] == "sft-core 0.1.0, plugin contract 1.1"
     assert ("sft_future  (sft_future)  FAILED: targets plugin contract 2.0, but sft-core 0.1.0 provides contract 1.1; "
             "install a release of the plugin made for contract 1.x or a newer sft-core") in lines
     assert "sft_current  (sft_current)  hooks: sft_register_tasks  contract 1.0" in lines
-    result = CliRunner().invoke(cli, ["tasks"], obj=host)
+    result = invoke("tasks", host=host)
     assert result.exit_code == 0 and "warning: plugin 'sft_future' (sft_future) failed to load: targets plugin contract 2.0" in result.stderr
 
 

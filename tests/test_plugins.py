@@ -11,17 +11,14 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import sft_core.plugins
 from sft_core import hookimpl
-from sft_core.cli import cli, main
+from sft_core.cli import main
 from sft_core.errors import SFTError
 from sft_core.plugins import PluginHost
 
-from helpers import install_distribution
-
-SFT = Path(sys.executable).parent / "sft"
+from helpers import install_distribution, invoke, sft
 
 
 def make_plugin(name: str, **hooks) -> types.ModuleType:
@@ -41,10 +38,6 @@ def registering(*names, then=None):
         if then is not None:
             raise then
     return sft_register_tasks
-
-
-def invoke(host, *args):
-    return CliRunner().invoke(cli, list(args), obj=host)
 
 
 def add_entry_points(monkeypatch, *extra: EntryPoint):
@@ -84,7 +77,7 @@ def test_the_suite_loads_only_the_builtin_plugins_unless_a_test_asks(monkeypatch
     install_stray_plugin(monkeypatch, tmp_path)
 
     def listed() -> list[str]:
-        done = subprocess.run([str(SFT), "tasks"], capture_output=True, text=True, timeout=60)
+        done = sft("tasks", timeout=60)
         assert done.returncode == 0 and done.stderr == "", done.stderr
         return [line.split()[0] for line in done.stdout.splitlines()]
 
@@ -104,7 +97,7 @@ def test_the_suite_loads_only_the_builtin_plugins_unless_a_test_asks(monkeypatch
 
 
 def test_sft_tasks_lists_classification_with_distribution():
-    result = invoke(PluginHost(), "tasks")
+    result = invoke("tasks")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     line = next(line for line in lines if line.startswith("classification "))
@@ -114,7 +107,7 @@ def test_sft_tasks_lists_classification_with_distribution():
 
 
 def test_sft_plugins_lists_hooks_and_version():
-    result = invoke(PluginHost(), "plugins")
+    result = invoke("plugins")
     assert result.exit_code == 0
     assert f"classification  (sft-core {sft_core.__version__})  hooks: sft_register_tasks" in result.stdout.splitlines()
 
@@ -123,10 +116,10 @@ def test_load_plugins_empty_loads_none(monkeypatch):
     monkeypatch.setenv("SFT_LOAD_PLUGINS", "")
     host = PluginHost()
     assert host.plugins == [] and host.tasks == {}
-    result = invoke(host, "tasks")
+    result = invoke("tasks", host=host)
     assert result.exit_code == 0
     assert result.stdout.startswith("no tasks registered")
-    result = invoke(host, "run", "--task", "classification", "--print-config")
+    result = invoke("run", "--task", "classification", "--print-config", host=host)
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: unknown task 'classification'; known tasks: none (no task plugin is loaded)"
 
@@ -153,7 +146,7 @@ def test_an_unknown_plugin_name_warns_with_the_known_names(monkeypatch):
     (warning,) = host.warnings
     assert warning.startswith("SFT_DISABLE_PLUGINS names 'sft-multiple-choise', which is no installed plugin")
     assert "classification" in warning and "sft-core" in warning
-    result = invoke(host, "tasks")
+    result = invoke("tasks", host=host)
     assert result.exit_code == 0 and f"warning: {warning}" in result.stderr
 
 
@@ -175,7 +168,7 @@ def test_disable_plugins_removes_one(monkeypatch):
     host = PluginHost()
     assert "classification" not in host.tasks
     assert all(p.name != "classification" for p in host.plugins)
-    assert not any(line.startswith("classification") for line in invoke(host, "tasks").stdout.splitlines())
+    assert not any(line.startswith("classification") for line in invoke("tasks", host=host).stdout.splitlines())
 
 
 # --- duplicates ------------------------------------------------------------------------------
@@ -233,12 +226,12 @@ def test_failing_registration_is_recorded_and_others_work():
     assert "half" not in host.tasks  # what it registered before failing is withdrawn
     assert host.get_task("good").provider == "sft_good"
     assert host.get_task("classification").distribution == "sft-core"
-    result = invoke(host, "tasks")
+    result = invoke("tasks", host=host)
     assert result.exit_code == 0
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert "classification" in names and "good" in names and "half" not in names
     assert "warning: plugin 'sft_broken'" in result.stderr and "boom" in result.stderr
-    result = invoke(host, "run", "--task", "classification", "--print-config")
+    result = invoke("run", "--task", "classification", "--print-config", host=host)
     assert result.exit_code == 0 and "task: classification" in result.stdout
 
 
@@ -262,7 +255,7 @@ def test_misspelt_hook_is_reported_not_ignored():
     assert "sft_train_strat" in info.error
     assert host.pm.get_plugin("sft_typo") is None  # unregistered: none of its hooks run
     assert "typo-task" not in host.tasks and "classification" in host.tasks
-    result = invoke(host, "plugins")
+    result = invoke("plugins", host=host)
     assert "sft_typo  (sft_typo)  FAILED: unknown hook" in result.stdout
 
 
@@ -272,13 +265,13 @@ def test_entry_point_that_fails_to_import(monkeypatch, load_plugins):
     host = PluginHost()
     assert [p.name for p in host.failed] == ["broken"]
 
-    result = invoke(host, "plugins")
+    result = invoke("plugins", host=host)
     assert result.exit_code == 0
     line = next(line for line in result.stdout.splitlines() if line.startswith("broken"))
     assert line == "broken  (sft_no_such_module)  FAILED: ModuleNotFoundError: No module named 'sft_no_such_module'"
     assert any(line.startswith("classification  (sft-core") for line in result.stdout.splitlines())
 
-    result = invoke(host, "tasks")
+    result = invoke("tasks", host=host)
     assert result.exit_code == 0
     assert result.stdout.startswith("classification  ")
     warnings = result.stderr.strip().splitlines()
@@ -286,7 +279,7 @@ def test_entry_point_that_fails_to_import(monkeypatch, load_plugins):
                         "ModuleNotFoundError: No module named 'sft_no_such_module'"]
 
     monkeypatch.setenv("SFT_DISABLE_PLUGINS", "broken")
-    assert invoke(PluginHost(), "tasks").stderr == ""
+    assert invoke("tasks").stderr == ""
 
 
 # --- speed: no torch on the light commands ----------------------------------------------------
@@ -322,9 +315,9 @@ def test_light_commands_import_no_torch():
 
 @pytest.mark.parametrize("args", [["--help"], ["tasks"]])
 def test_light_commands_answer_fast(args):
-    subprocess.run([str(SFT), *args], capture_output=True, timeout=60)  # warm the file cache
+    sft(*args, timeout=60)  # warm the file cache
     start = time.perf_counter()
-    done = subprocess.run([str(SFT), *args], capture_output=True, text=True, timeout=60)
+    done = sft(*args, timeout=60)
     elapsed = time.perf_counter() - start
     assert done.returncode == 0, done.stderr
     assert ("classification" if args == ["tasks"] else "Usage: sft") in done.stdout

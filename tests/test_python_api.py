@@ -8,19 +8,16 @@ import sys
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
 import sft_core as sft
-from sft_core.cli import cli
-from sft_core.plugins import PluginHost
 
-from helpers import SAMPLE
+from helpers import SAMPLE, invoke
 
 TEXTS = ["a warm, funny and moving film", "the battery died after an hour"]
 
 
 def cli_out(*args) -> str:
-    result = CliRunner().invoke(cli, [str(a) for a in args], obj=PluginHost())
+    result = invoke(*args)
     assert result.exit_code == 0, result.output
     return result.stdout
 

@@ -11,17 +11,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from sft_core.cli import cli
 from sft_core.errors import ConfigError, DataError
-from sft_core.plugins import PluginHost
 from sft_qa.metrics import exact_match, f1, normalize_answer, squad_scores
 from sft_qa.postprocess import Window, best_answer
 from sft_qa.reader import parse_articles
 
 from conftest import build_tiny_bert
-from helpers import make_config, train_tiny
+from helpers import invoke, make_config, train_tiny
 
 QA_SAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "sft_qa" / "sample_data"
 
@@ -103,11 +100,6 @@ def squad_file(path: Path, articles: list[list[tuple[str, list[tuple[str, str]]]
         data.append({"title": f"article {a}", "paragraphs": out})
     path.write_text(json.dumps({"version": version, "data": data}, ensure_ascii=False), encoding="utf-8")
     return path
-
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
 
 
 def qa_task(host, **values):
@@ -408,10 +400,6 @@ def test_best_answer_null_threshold():
 
 
 # --- end to end: run, eval, predict ---------------------------------------------------------
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], obj=PluginHost())
-
 
 @pytest.fixture(scope="module")
 def trained(qa_model, tmp_path_factory) -> Path:

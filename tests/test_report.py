@@ -8,8 +8,6 @@ import csv
 import json
 import re
 import struct
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,11 +16,12 @@ import yaml
 
 from sft_core.errors import SFTError
 
+from helpers import sft
+
 pytest.importorskip("matplotlib")
 
 from sft_core.reporting import write_report  # noqa: E402
 
-BIN = Path(sys.executable).parent
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
 
@@ -201,11 +200,10 @@ def test_a_cut_off_last_line_is_noted_and_a_bad_line_elsewhere_is_an_error(tmp_p
 def test_the_command_writes_the_page_and_refuses_a_folder_that_is_not_a_run(tmp_path):
     runs = classification_runs(tmp_path)
     out = tmp_path / "out" / "both.html"
-    done = subprocess.run([str(BIN / "sft"), "report", str(runs[0]), str(runs[1]), "--output", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    done = sft("report", runs[0], runs[1], "--output", out, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out) and out.stat().st_size > 10_000
     (tmp_path / "empty").mkdir()
     for target, message in ((tmp_path / "empty", "is not a run folder of sft"), (tmp_path / "missing", "no such folder")):
-        bad = subprocess.run([str(BIN / "sft"), "report", str(target)], capture_output=True, text=True, timeout=120)
+        bad = sft("report", target, timeout=120)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr

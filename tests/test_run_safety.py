@@ -10,17 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 import sft_core as sft
 from sft_core import bench, hookimpl
 from sft_core.checkpoint import replace_dir
-from sft_core.cli import cli
 from sft_core.errors import SFTError
 from sft_core.plugins import PluginHost
 from sft_core.run_folder import earlier_run
 
-from helpers import train_tiny
+from helpers import invoke, train_tiny
 
 TINY_RUN = {"trainer.max_steps": 2, "trainer.lr": 1e-3, "trainer.batch_size": 8, "trainer.eval_batch_size": 16,
             "data.max_eval_samples": 8, "trainer.log_every": 1}
@@ -36,10 +34,6 @@ class StopAt:
     def sft_step_end(self, config, state, loss, lr):
         if state.global_step == self.step:
             raise KeyboardInterrupt
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], obj=PluginHost())
 
 
 def one_error_line(result) -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
 
 from sft_core import sources
 from sft_core.errors import SFTError
-from sft_core.plugins import PluginHost
+
+from helpers import invoke
 
 
 def test_parse_names_dataset_config_and_split():
@@ -72,19 +72,16 @@ def test_a_dataset_that_cannot_be_loaded_is_one_line(tmp_path):
 
 
 def test_run_and_eval_take_datasets(sentiment, tiny_model, tmp_path):
-    from sft_core.cli import cli
-
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", "--task", "classification", "--model", tiny_model,
-                                      "--train", f"hf:{sentiment}@train", "--eval", f"hf:{sentiment}@test",
-                                      "--output-dir", str(out), "trainer.max_steps=2", "trainer.save_every=0"],
-                                obj=PluginHost(), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    result = invoke("run", "--task", "classification", "--model", tiny_model, "--train", f"hf:{sentiment}@train",
+                    "--eval", f"hf:{sentiment}@test", "--output-dir", out, "trainer.max_steps=2",
+                    "trainer.save_every=0")
+    assert result.exit_code == 0, (result.output, result.exception)
     assert json.loads((out / "model" / "sft_task.json").read_text())["state"]["labels"] == ["negative", "positive"]
     assert json.loads((out / "eval_results.json").read_text())["eval_samples"] == 8
-    result = CliRunner().invoke(cli, ["eval", "--model", str(out / "model"), "--data", f"hf:{sentiment}@test",
-                                      "--output-dir", str(tmp_path / "eval")], obj=PluginHost(), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    result = invoke("eval", "--model", out / "model", "--data", f"hf:{sentiment}@test", "--output-dir",
+                    tmp_path / "eval")
+    assert result.exit_code == 0, (result.output, result.exception)
     assert json.loads((tmp_path / "eval" / "eval_results.json").read_text())["eval_samples"] == 8
 
 

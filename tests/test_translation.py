@@ -9,24 +9,18 @@ import random
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from sft_core.errors import DataError
 from sft_core.plugins import PluginHost
 from sft_core.testing import Case, TaskConformance, conformance_cases
 
 from conftest import ROOT
-from helpers import make_config
+from helpers import invoke, make_config
 
 SAMPLE = ROOT / "plugins" / "sft_translation" / "sample_data"
 # a tiny Marian: the conformance kit's runs and the copy test stay fast
 TINY = {"translation.d_model": 32, "translation.ffn_dim": 64, "translation.attention_heads": 2,
         "translation.encoder_layers": 1, "translation.decoder_layers": 1, "translation.vocab_size": 300}
-
-
-@pytest.fixture(scope="module")
-def host():
-    return PluginHost()
 
 
 def read(host, path: Path, split: str = "train", **data):
@@ -221,30 +215,26 @@ def test_a_tiny_model_learns_to_copy_and_reverse_exactly(tmp_path, name, transfo
 
 
 def test_run_eval_and_predict_from_the_cli(tmp_path):
-    from sft_core.cli import cli
-
     out = tmp_path / "run"
-    runner = CliRunner()
     overrides = [f"{k}={v}" for k, v in TINY.items()]
-    result = runner.invoke(cli, ["run", "--task", "translation", "--output-dir", str(out), "trainer.max_steps=4",
-                                 "data.max_eval_samples=20", *overrides], catch_exceptions=False, obj=PluginHost())
-    assert result.exit_code == 0, result.output
+    result = invoke("run", "--task", "translation", "--output-dir", out, "trainer.max_steps=4",
+                    "data.max_eval_samples=20", *overrides)
+    assert result.exit_code == 0, (result.output, result.exception)
     metrics = json.loads((out / "eval_results.json").read_text())
     assert {"bleu", "chrf", "bleu_signature", "gen_len", "ref_len"} <= set(metrics)
     assert len((out / "predictions.txt").read_text().splitlines()) == 20
     assert (out / "model" / "tokenizer.json").is_file()  # the tokenizer trained on the data travels with the model
 
     eval_out = tmp_path / "eval"
-    result = runner.invoke(cli, ["eval", "--model", str(out / "model"), "--data", str(SAMPLE / "eval.jsonl"),
-                                 "--output-dir", str(eval_out), "data.max_eval_samples=20"], catch_exceptions=False, obj=PluginHost())
-    assert result.exit_code == 0, result.output
+    result = invoke("eval", "--model", out / "model", "--data", SAMPLE / "eval.jsonl", "--output-dir", eval_out,
+                    "data.max_eval_samples=20")
+    assert result.exit_code == 0, (result.output, result.exception)
     again = json.loads((eval_out / "eval_results.json").read_text())
     assert again["bleu"] == metrics["bleu"]
     assert (eval_out / "predictions.txt").read_text() == (out / "predictions.txt").read_text()
 
-    result = runner.invoke(cli, ["predict", "--model", str(out / "model"), "The dog runs in the park.", "A cat."],
-                           catch_exceptions=False, obj=PluginHost())
-    assert result.exit_code == 0, result.output
+    result = invoke("predict", "--model", out / "model", "The dog runs in the park.", "A cat.")
+    assert result.exit_code == 0, (result.output, result.exception)
     records = [json.loads(line) for line in result.output.strip().splitlines()]
     assert [r["source"] for r in records] == ["The dog runs in the park.", "A cat."]
     assert all(isinstance(r["translation"], str) for r in records)

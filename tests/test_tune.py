@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,11 +20,10 @@ from sft_core.tuning import tune
 from sft_core.tuning.space import parse_tune
 
 from conftest import plugins_env
-from helpers import install_distribution, train_tiny, write_cue_classification
+from helpers import install_distribution, sft, train_tiny, write_cue_classification
 
 pytest.importorskip("optuna")
 
-BIN = Path(sys.executable).parent
 TRAIN, EVAL = 160, 40
 
 
@@ -90,8 +87,7 @@ def test_the_space_parses_numbers_yaml_reads_as_strings():
 ])
 def test_the_space_is_checked_against_the_task_before_any_trial(tmp_path, tiny_model, space, message):
     path = recipe(tmp_path, tiny_model, space, trials=2)
-    result = subprocess.run([str(BIN / "sft"), "tune", "--config", str(path)], capture_output=True, text=True,
-                            timeout=120)
+    result = sft("tune", "--config", path, timeout=120)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr and "trial 0" not in result.stderr
@@ -100,16 +96,14 @@ def test_the_space_is_checked_against_the_task_before_any_trial(tmp_path, tiny_m
 
 def test_sft_run_evaluates_on_a_held_out_part_of_the_training_data(tmp_path, tiny_model):
     train, evaluation = write_cue_classification(tmp_path / "data", n_train=TRAIN, n_eval=EVAL)
-    common = [str(BIN / "sft"), "run", "--task", "classification", "--model", tiny_model, "--train", str(train),
-              "trainer.epochs=1", "trainer.max_length=32", "data.validation_fraction=0.25", "data.validation_seed=3"]
-    done = subprocess.run([*common, "--output-dir", str(tmp_path / "run")], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "TQDM_DISABLE": "1"})
+    common = ["run", "--task", "classification", "--model", tiny_model, "--train", train, "trainer.epochs=1",
+              "trainer.max_length=32", "data.validation_fraction=0.25", "data.validation_seed=3"]
+    done = sft(*common, "--output-dir", tmp_path / "run", timeout=120)
     assert done.returncode == 0, done.stderr
     info = json.loads((tmp_path / "run" / "run_info.json").read_text())
     assert info["validation"] == {"fraction": 0.25, "seed": 3, "train_examples": 120, "validation_examples": 40}
     assert json.loads((tmp_path / "run" / "eval_results.json").read_text())["eval_samples"] == 40
-    both = subprocess.run([*common, "--eval", str(evaluation), "--output-dir", str(tmp_path / "run2")],
-                          capture_output=True, text=True, timeout=120)
+    both = sft(*common, "--eval", evaluation, "--output-dir", tmp_path / "run2", timeout=120)
     assert both.returncode == 2 and "give one of the two (data.eval=null to use the held-out part)" in both.stderr
     assert not (tmp_path / "run2").exists()
 
@@ -159,8 +153,7 @@ def test_a_three_trial_study_scores_on_the_validation_split_and_retrains_the_bes
     assert summary["eval"]["accuracy"] == json.loads((best / "eval_results.json").read_text())["accuracy"]
     best_row = rows[summary["best_trial"]]
     # best.yaml is a config `sft run --config` takes as it is: the best trial's values, the recipe's output folder
-    shown = subprocess.run([str(BIN / "sft"), "run", "--config", str(study / "best.yaml"), "--print-config"],
-                           capture_output=True, text=True, timeout=120)
+    shown = sft("run", "--config", study / "best.yaml", "--print-config", timeout=120)
     assert shown.returncode == 0, shown.stderr
     config = yaml.safe_load(shown.stdout)
     assert config["trainer"]["lr"] == pytest.approx(float(best_row["trainer.lr"]))
@@ -260,16 +253,16 @@ def test_a_study_killed_mid_trial_continues_without_repeating_finished_trials(tm
     install_distribution(monkeypatch, tmp_path / "site", "sft-killer", "killer", KILLER)
     space = {"trainer.lr": {"log_uniform": [1e-4, 1e-2]}}
     path = recipe(tmp_path, tiny_model, space, trials=3, pruner="none")
-    command = [str(BIN / "sft"), "tune", "--config", str(path)]
+    command = ["tune", "--config", path]
     env = {"TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    first = subprocess.run(command, capture_output=True, text=True, timeout=300, env=plugins_env("killer", **env))
+    first = sft(*command, timeout=300, env=plugins_env("killer", **env))
     assert first.returncode == -9, first.stderr  # killed by SIGKILL in trial 1, at step 3
     study = tmp_path / "run-tune"
     before = trials_csv(study)
     assert [r["state"] for r in before] == ["complete"]  # trial 1 was running: not in the file yet
     trial0 = (study / "trials" / "trial-0000" / "metrics.jsonl").read_text()
 
-    second = subprocess.run(command, capture_output=True, text=True, timeout=300, env=plugins_env(**env))
+    second = sft(*command, timeout=300, env=plugins_env(**env))
     assert second.returncode == 0, second.stderr
     assert "continuing the study" in second.stderr and "1 of 3 trials finished" in second.stderr
     assert "trial 1 was interrupted" in second.stderr
