@@ -64,31 +64,6 @@ def load_plugins(monkeypatch):
     return load
 
 
-def build_tiny_bert(folder: Path, texts: list[str]) -> Path:
-    """A 2-layer, 32-wide BERT with a WordPiece tokenizer trained on ``texts``, saved as a HF folder."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
-
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=400, special_tokens=special))
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                        sep_token="[SEP]", mask_token="[MASK]")
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, pad_token_id=0)
-    import torch
-
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).bert.save_pretrained(folder)  # an encoder, like a pretrained checkpoint
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> str:
     """A tiny random Llama (pad = EOS, as SmolLM2) whose tokenizer knows the words of the test conversations."""
@@ -105,8 +80,12 @@ def tiny_llama(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
+    """A tiny random BERT (``sft_core.testing.tiny_bert``) whose tokenizer was trained on the classification sample."""
     import json
+
+    from sft_core.testing import tiny_bert
 
     texts = [json.loads(line)["sentence"] for name in ("train.jsonl", "eval.jsonl")
              for line in (SAMPLE / name).read_text().splitlines()]
-    return str(build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), texts))
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"), texts)
+

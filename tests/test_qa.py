@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from sft_core.errors import ConfigError, DataError
+from sft_core.testing import tiny_bert
 from sft_qa.metrics import exact_match, f1, normalize_answer, squad_scores
 from sft_qa.postprocess import Window, best_answer
 from sft_qa.reader import parse_articles
 
-from conftest import build_tiny_bert
 from helpers import invoke, make_config, train_tiny
 
 QA_SAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "sft_qa" / "sample_data"
@@ -232,7 +232,7 @@ def qa_model(tmp_path_factory) -> str:
         for article in json.loads((QA_SAMPLE / name).read_text(encoding="utf-8"))["data"]:
             for paragraph in article["paragraphs"]:
                 texts += [paragraph["context"], *(qa["question"] for qa in paragraph["qas"])]
-    return str(build_tiny_bert(tmp_path_factory.mktemp("tiny-qa-bert"), texts))
+    return tiny_bert(tmp_path_factory.mktemp("tiny-qa-bert"), texts)
 
 
 class GoldModel(torch.nn.Module):
