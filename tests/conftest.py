@@ -1,5 +1,5 @@
-"""Shared fixtures: offline settings, a private feature cache, the plugin host, and a tiny random BERT
-built in-process."""
+"""Shared fixtures: offline settings, a private feature cache, the plugin host, a tiny random BERT built
+in-process; and, under SFT_STRICT_SKIPS=1 (CI), a skip outside a short allowlist fails its test."""
 
 from __future__ import annotations
 
@@ -89,3 +89,47 @@ def tiny_model(tmp_path_factory) -> str:
              for line in (SAMPLE / name).read_text().splitlines()]
     return tiny_bert(tmp_path_factory.mktemp("tiny-bert"), texts)
 
+
+# --- skips that cannot hide -------------------------------------------------------------------
+
+#: The skips CI accepts under SFT_STRICT_SKIPS=1: a skip whose reason contains one of these strings.
+#: Only tests that need a GPU, on a machine without one; anything else skipped there (a missing
+#: package of the ``dev`` extra, a missing tool, absent data) is a failure of that test, not a skip.
+ALLOWED_SKIPS = ("GPU",)
+
+
+def _strict_skips() -> bool:
+    return os.environ.get("SFT_STRICT_SKIPS") == "1"
+
+
+def _skip_reason(longrepr) -> str:
+    """The reason of a skip report (its ``longrepr`` is ``(path, line, "Skipped: reason")``)."""
+    message = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return message.removeprefix("Skipped: ")
+
+
+def _refuse_skip(report) -> None:
+    """Turn a skip report whose reason is not allowed into a failure that names the reason."""
+    if not (_strict_skips() and report.skipped) or hasattr(report, "wasxfail"):  # an xfail is not a skip
+        return
+    reason = _skip_reason(report.longrepr)
+    if any(allowed in reason for allowed in ALLOWED_SKIPS):
+        return
+    report.outcome = "failed"
+    report.longrepr = (f"skipped in CI: {reason} (SFT_STRICT_SKIPS=1; allowed only: "
+                       f"{', '.join(repr(a) for a in ALLOWED_SKIPS)})")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    _refuse_skip(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """A module skipped as a whole when collected (``pytest.importorskip`` at its top) counts too."""
+    report = yield
+    _refuse_skip(report)
+    return report

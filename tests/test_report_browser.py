@@ -10,19 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from test_report import classification_runs, write_run, write_study
-
 pytestmark = pytest.mark.slow
-pytest.importorskip("playwright")
-pytest.importorskip("matplotlib")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "report_browser.py"
 
 
 def test_reports_render_in_headless_chromium(tmp_path):
+    # checked here, not when the module is collected: a run that deselects the slow tier sees no skip
+    pytest.importorskip("playwright")
+    pytest.importorskip("matplotlib")
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
         pytest.skip("no chromium on the PATH (apt-get install chromium)")
     from sft_core.reporting import write_report
+
+    from test_report import classification_runs, write_run, write_study
 
     spec = importlib.util.spec_from_file_location("report_browser", SCRIPT)
     browser = importlib.util.module_from_spec(spec)
