@@ -1,5 +1,7 @@
 """Two processes on the CPU (torchrun, gloo): the run ends, each evaluation example is scored
-exactly once, and only the main process writes files."""
+exactly once, and only the main process writes files. The launchers run as modules of this
+interpreter (``python -m torch.distributed.run``, ``python -m accelerate.commands.launch``), so
+they are there whenever torch and accelerate are, console scripts or not."""
 
 from __future__ import annotations
 
@@ -10,22 +12,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
-from helpers import SAMPLE
+from helpers import SAMPLE, sft
 
-BIN = Path(sys.executable).parent
+#: ``torchrun --standalone --nproc_per_node 2`` running ``sft`` (the console script) in each process.
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *sft.command]
 
 
-@pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
 def test_two_processes_evaluate_every_example_once(tmp_path, tiny_model):
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "ddp"
     # 59 evaluation examples in batches of 7: the two shards differ in size and end in partial batches
     common = ["data.max_eval_samples=59", "trainer.eval_batch_size=7"]
-    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "sft"), "run",
-           "--task", "classification", "--model", tiny_model, "--output-dir", str(out),
+    cmd = [*TORCHRUN, "run", "--task", "classification", "--model", tiny_model, "--output-dir", str(out),
            "trainer.max_steps=8", "trainer.eval_every=4", "trainer.lr=1e-3", "trainer.save_every=4", *common]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -46,9 +46,8 @@ def test_two_processes_evaluate_every_example_once(tmp_path, tiny_model):
     assert train["train_steps"] == 8 and train["train_samples"] == 2 * 240
 
     # the same model scored by one process gives the same predictions, example for example
-    single = subprocess.run([str(BIN / "sft"), "eval", "--model", str(out / "model"), "--data",
-                             str(SAMPLE / "eval.jsonl"), "--output-dir", str(tmp_path / "single"), *common],
-                            env=env, capture_output=True, text=True, timeout=300)
+    single = sft("eval", "--model", out / "model", "--data", SAMPLE / "eval.jsonl", "--output-dir",
+                 tmp_path / "single", *common, env=env, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     alone = [json.loads(line) for line in (tmp_path / "single" / "predictions.jsonl").read_text().splitlines()]
     assert [p["prediction"] for p in alone] == [p["prediction"] for p in predictions]
@@ -56,7 +55,6 @@ def test_two_processes_evaluate_every_example_once(tmp_path, tiny_model):
         assert abs(a["score"] - b["score"]) < 1e-5
 
 
-@pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
 def test_two_processes_train_lora_and_resume_exactly(tmp_path, tiny_model):
     """LoRA under DDP: adapter-only checkpoints, a merged model, and a resumed run that ends with the
     same weights as an uninterrupted one."""
@@ -65,10 +63,10 @@ def test_two_processes_train_lora_and_resume_exactly(tmp_path, tiny_model):
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
 
     def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
-        cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "sft"), "run",
-               "--task", "classification", "--model", tiny_model, "--output-dir", str(out), "peft.method=lora",
-               "peft.r=4", "trainer.lr=5e-3", "trainer.max_steps=6", "trainer.eval_every=0", "trainer.save_every=3",
-               "trainer.keep_checkpoints=5", "data.max_train_samples=96", "trainer.batch_size=16", *extra]
+        cmd = [*TORCHRUN, "run", "--task", "classification", "--model", tiny_model, "--output-dir", str(out),
+               "peft.method=lora", "peft.r=4", "trainer.lr=5e-3", "trainer.max_steps=6", "trainer.eval_every=0",
+               "trainer.save_every=3", "trainer.keep_checkpoints=5", "data.max_train_samples=96",
+               "trainer.batch_size=16", *extra]
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
     straight = run(tmp_path / "straight")
@@ -91,7 +89,6 @@ def test_two_processes_train_lora_and_resume_exactly(tmp_path, tiny_model):
         assert torch.equal(a[name], b[name]), name
 
 
-@pytest.mark.skipif(not (BIN / "torchrun").exists(), reason="torchrun not installed")
 def test_two_processes_shard_the_model_with_fsdp(tmp_path, tiny_model):
     """trainer.fsdp on the CPU (gloo): the run saves an ordinary model folder equal to the DDP run's,
     evaluates every example once with uneven shards, and resumes exactly from a sharded checkpoint."""
@@ -101,10 +98,9 @@ def test_two_processes_shard_the_model_with_fsdp(tmp_path, tiny_model):
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
 
     def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
-        cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "sft"), "run",
-               "--task", "classification", "--model", tiny_model, "--output-dir", str(out), "trainer.lr=1e-3",
-               "trainer.max_steps=6", "trainer.eval_every=0", "trainer.save_every=3", "trainer.keep_checkpoints=5",
-               "data.max_eval_samples=59", "trainer.eval_batch_size=7", *extra]
+        cmd = [*TORCHRUN, "run", "--task", "classification", "--model", tiny_model, "--output-dir", str(out),
+               "trainer.lr=1e-3", "trainer.max_steps=6", "trainer.eval_every=0", "trainer.save_every=3",
+               "trainer.keep_checkpoints=5", "data.max_eval_samples=59", "trainer.eval_batch_size=7", *extra]
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
     sharded = run(tmp_path / "fsdp", "trainer.fsdp=true")
@@ -137,12 +133,12 @@ def test_two_processes_shard_the_model_with_fsdp(tmp_path, tiny_model):
         assert torch.equal(weights[name], again[name]), name
 
 
-@pytest.mark.skipif(not (BIN / "accelerate").exists(), reason="accelerate's launcher not installed")
 def test_accelerate_launch_with_the_fsdp_config_shards(tmp_path, tiny_model):
     config = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "fsdp-cpu.yaml"
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(config), "-m", "sft_core.cli", "run", "--task",
-           "classification", "--model", tiny_model, "--output-dir", str(tmp_path), "trainer.max_steps=2",
+    # accelerate launch: its launcher module, running sft as ``python -m sft_core`` in each process
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "-m", "sft_core", "run",
+           "--task", "classification", "--model", tiny_model, "--output-dir", str(tmp_path), "trainer.max_steps=2",
            "trainer.eval_every=0", "trainer.save_every=0"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
