@@ -1,5 +1,5 @@
-"""The complete minimal task in CONTRIBUTING.md runs as written: extracted from the document,
-registered, trained, evaluated and predicted with (so the documentation cannot go stale)."""
+"""The complete minimal task of the plugin guide (docs/plugins/writing.md) runs as written: extracted
+from the page, registered, trained, evaluated and predicted with (so the documentation cannot go stale)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from sft_core.testing import make_config, tiny_bert
 
 
 def documented_task() -> types.ModuleType:
-    text = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "plugins" / "writing.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     (code,) = [b for b in blocks if b.startswith('"""A minimal sft task')]
     module = types.ModuleType("sft_topic_doc")
     sys.modules[module.__name__] = module
-    exec(compile(code, "CONTRIBUTING.md (minimal task)", "exec"), module.__dict__)
+    exec(compile(code, "docs/plugins/writing.md (minimal task)", "exec"), module.__dict__)
     return module
 
 
