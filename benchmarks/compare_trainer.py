@@ -154,11 +154,11 @@ def compare(w: Workload, args: argparse.Namespace, model_dir: str, env: dict, wo
 
 def lora_targets(model_dir: str) -> list[str]:
     """The layer names sft adapts by default for this model's family (both sides get the same list)."""
-    from sft_core.adapters import FAMILY_TARGETS
+    from sft_core.models.adapters import FAMILY_TARGETS
 
     kind = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
     if kind not in FAMILY_TARGETS:
-        sys.exit(f"--lora: no default layer names for {kind} models in sft_core.adapters.FAMILY_TARGETS")
+        sys.exit(f"--lora: no default layer names for {kind} models in sft_core.models.adapters.FAMILY_TARGETS")
     return FAMILY_TARGETS[kind]
 
 
@@ -189,7 +189,7 @@ def main(argv=None) -> None:
                 sys.exit(f"{name} not found under {args.data_dir} (give --data-dir)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
     sys.path.insert(0, str(ROOT))
-    from sft_core.models import resolve_model
+    from sft_core.models.aliases import resolve_model
 
     model_dir = resolve_model(args.model)
     work = Path(tempfile.mkdtemp(prefix="sft-bench-"))

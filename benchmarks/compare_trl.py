@@ -69,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def sft_config(args, work: Path, packing: bool):
     from sft_core.config import build_config
-    from sft_core.plugins import PluginHost
+    from sft_core.host.manager import PluginHost
 
     host = PluginHost()
     data = {k: (v.replace("{data}", args.data_dir) if k == "data.train" else v) for k, v in SOURCES[args.source].items()}
@@ -85,7 +85,7 @@ def sft_config(args, work: Path, packing: bool):
 
 def examples_and_tokenizer(args, work: Path):
     """The training examples as sft reads them, the tokenizer, and each example's prompt and answer text."""
-    from sft_core.runner import _pretrained
+    from sft_core.engine.run import _pretrained
     from sft_instruct import template
 
     host, config = sft_config(args, work, packing=False)
@@ -102,7 +102,7 @@ def examples_and_tokenizer(args, work: Path):
 
 
 def sft_order(n: int, batch_size: int, seed: int) -> list[int]:
-    from sft_core.batching import train_batches
+    from sft_core.engine.batching import train_batches
 
     return [i for batch in train_batches([0] * n, batch_size, seed, 0, False) for i in batch]
 
@@ -114,7 +114,7 @@ def peak_rss_mb() -> float:
 # --- the workers -----------------------------------------------------------------------------
 
 def run_sft(args, work: Path, packing: bool) -> dict:
-    from sft_core import runner
+    from sft_core.engine import run as runner
 
     host, config = sft_config(args, work, packing)
     result = runner.train(config, host)

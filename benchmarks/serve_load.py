@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SFT_DATA_DIR") or ROOT.parent / "shared" / "data")
 LEVELS = (1, 8, 32, 128)
-SFT = [sys.executable, "-m", "sft_core.cli"]  # the sft of this Python, wherever PATH points
+SFT = [sys.executable, "-m", "sft_core"]  # the sft of this Python, wherever PATH points
 
 
 def sst2_sentences(limit: int | None = None) -> list[str]:

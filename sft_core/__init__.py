@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("sft")
 
 from .api import evaluate, metric_module, predict, run_config, train  # noqa: E402  (after __version__: they import the plugin host)
-from .predictor import Predictor  # noqa: E402
+from .engine.predictor import Predictor  # noqa: E402
 
 __all__ = ["hookimpl", "Register", "Task", "DataConfig", "TrainerConfig", "RunConfig", "SFTError", "DataError",
            "ConfigError", "CONTRACT_VERSION", "__version__", "train", "evaluate", "predict", "Predictor", "run_config",

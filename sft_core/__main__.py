@@ -1,5 +1,5 @@
 """``python -m sft_core``: the ``sft`` command without its console script (e.g. ``torchrun -m sft_core``)."""
 
-from .cli import main
+from .commands.cli import main
 
 main()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from . import sources
+from .engine import sources
 from .config import RunConfig, build_config, load_config_file, parse_override
 from .errors import SFTError
 
@@ -26,7 +26,7 @@ from .errors import SFTError
 def _host(host):
     if host is not None:
         return host
-    from .plugins import PluginHost
+    from .host.manager import PluginHost
 
     return PluginHost()
 
@@ -74,7 +74,7 @@ def train_config(config: RunConfig, host=None, resume: bool | str = False, overw
     """Train with a resolved config: {"output_dir", "train": results, "eval": metrics or None, "main_process"}."""
     from pathlib import Path
 
-    from .run_folder import check_output_dir
+    from .engine.run_folder import check_output_dir
 
     host = _host(host)
     check_data_files(config)
@@ -84,7 +84,7 @@ def train_config(config: RunConfig, host=None, resume: bool | str = False, overw
         if importlib.util.find_spec("matplotlib") is None:
             raise SFTError("trainer.report=true needs matplotlib: pip install 'sft-core[report]'")
     check_output_dir(Path(config.output_dir), bool(resume), overwrite)
-    from . import runner
+    from .engine import run as runner
 
     return {"output_dir": config.output_dir, **runner.train(config, host, resume=resume, overwrite=overwrite)}
 
@@ -136,8 +136,8 @@ def evaluation(model_dir: str, data: str | None = None, output_dir: str | None =
     """``evaluate``, returning {"metrics", "output_dir"} (where the results were written)."""
     from pathlib import Path
 
-    from . import runner
-    from .checkpoint import TASK_FILE
+    from .engine import run as runner
+    from .engine.checkpoint import TASK_FILE
 
     layers = config_layers(config, overrides)
     if task is None and not (Path(model_dir) / TASK_FILE).is_file():  # a recipe names the task of an untrained model
@@ -151,7 +151,7 @@ def predict(model_dir: str, inputs: list, host=None, config: Iterable[str] = (),
     """For each input (a text, or a record of the task's named inputs), what ``sft predict`` prints;
     ``overrides`` as ``sft predict --set KEY=VALUE`` (e.g. {"trainer.eval_batch_size": 8}).
     Loads the model for this call; ``Predictor`` loads it once for many."""
-    from .predictor import Predictor
+    from .engine.predictor import Predictor
 
     return Predictor(model_dir, _host(host), config_layers(config, overrides)).predict(list(inputs))
 

@@ -39,7 +39,7 @@ import pytest
 import yaml
 
 # the tiny model builders are part of the kit's public names
-from .tiny_models import DECODER_FAMILIES, example_texts, tiny_bert, tiny_decoder  # noqa: F401
+from .models.tiny import DECODER_FAMILIES, example_texts, tiny_bert, tiny_decoder  # noqa: F401
 
 #: Modules the entry-point module of a plugin must not import (they make every ``sft`` call slow).
 HEAVY_MODULES = ("torch", "transformers")
@@ -99,7 +99,7 @@ class Prepared:
 
 
 def _host():
-    from .plugins import PluginHost
+    from .host.manager import PluginHost
 
     return PluginHost()
 
@@ -174,7 +174,7 @@ def build_tiny_model(case: Case, folder: Path) -> str:
 
 def prepare(case: Case, model_dir: str, workdir: Path) -> Prepared:
     """Set the task up on its data with the untrained model, as ``sft run`` does before training."""
-    from .batching import build_features
+    from .engine.batching import build_features
 
     spec = _spec(_host(), case.task)
     config = _config(spec, case, model_dir, workdir)
@@ -183,7 +183,7 @@ def prepare(case: Case, model_dir: str, workdir: Path) -> Prepared:
     evaluation = _limit(task.load("eval", config.data.eval), case.max_eval_examples)
     assert train and evaluation, f"task {case.task!r}: the training or evaluation data is empty"
     task.setup(train)
-    from .runner import load_model
+    from .engine.run import load_model
 
     tokenizer, model = load_model(task, model_dir)  # as the engine loads it (pad token resolved)
     return Prepared(spec, config, task, tokenizer, model, train, evaluation,
@@ -196,7 +196,7 @@ def check_entry_point_imports_no_torch(case: Case) -> None:
     spec = _spec(_host(), case.task)
     if spec.distribution is None:
         pytest.skip(f"task {spec.name!r} is registered in-process, not through an entry point")
-    code = ("import json, sys\nfrom sft_core.plugins import PluginHost\nhost = PluginHost()\n"
+    code = ("import json, sys\nfrom sft_core.host.manager import PluginHost\nhost = PluginHost()\n"
             "print(json.dumps({'tasks': sorted(host.tasks), 'failed': [p.error for p in host.failed],"
             f" 'heavy': sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)}}))")
     env = {k: v for k, v in os.environ.items() if k != "SFT_DISABLE_PLUGINS"}
@@ -233,7 +233,7 @@ def check_config_round_trips_through_yaml(case: Case, workdir: Path) -> None:
 
 
 def _batch(prepared: Prepared, features, n: int = 4) -> tuple[dict, int]:
-    from .evaluation import rows
+    from .engine.evaluation import rows
 
     indices = list(range(min(n, len(features))))
     return prepared.task.collate(rows(features, indices)), len(indices)
@@ -299,8 +299,8 @@ def check_collate_shapes_agree(prepared: Prepared) -> None:
 
 def predict(prepared: Prepared) -> list:
     """The untrained model's predictions for the evaluation examples, through the engine's loop."""
-    from .evaluation import predict_features
-    from .runner import make_accelerator
+    from .engine.evaluation import predict_features
+    from .engine.run import make_accelerator
 
     outputs = predict_features(make_accelerator(prepared.config), prepared.task, prepared.model,
                                prepared.eval_features, prepared.config.trainer.eval_batch_size)
@@ -319,9 +319,9 @@ def check_one_prediction_per_example(prepared: Prepared) -> None:
 
 
 def _predict_examples(prepared: Prepared, examples: list[dict], split: str = "predict") -> list:
-    from .batching import build_features
-    from .evaluation import predict_features
-    from .runner import make_accelerator
+    from .engine.batching import build_features
+    from .engine.evaluation import predict_features
+    from .engine.run import make_accelerator
 
     features = build_features(prepared.task, prepared.config, prepared.tokenizer, examples, split, use_cache=False)
     outputs = predict_features(make_accelerator(prepared.config), prepared.task, prepared.model, features,
@@ -368,8 +368,8 @@ def check_shuffled_features_map_back(prepared: Prepared) -> None:
     features in a shuffled order give the same predictions."""
     import random
 
-    from .evaluation import predict_features
-    from .runner import make_accelerator
+    from .engine.evaluation import predict_features
+    from .engine.run import make_accelerator
 
     features = prepared.eval_features
     order = list(range(len(features)))
@@ -427,7 +427,7 @@ def check_gold_predictions_score_perfectly(prepared: Prepared, case: Case) -> No
 
 def run_engine(case: Case, model_dir: str, output_dir: Path) -> dict:
     """A short ``sft run`` of the task (``case.steps`` steps, one evaluation at the end); its result."""
-    from . import runner
+    from .engine import run as runner
 
     host = _host()
     return runner.train(_config(_spec(host, case.task), case, model_dir, output_dir), host)
@@ -435,12 +435,12 @@ def run_engine(case: Case, model_dir: str, output_dir: Path) -> dict:
 
 def check_saved_model_reloads_and_predicts_the_same(output_dir: Path, result: dict, case: Case) -> None:
     """``output_dir/model``, reloaded as ``sft eval`` does, gives the run's predictions files and metrics."""
-    from . import runner
+    from .engine import run as runner
     from .task import prediction_files
 
     assert result["train"]["train_steps"] == case.steps and result["eval"] is not None
     saved = output_dir / "model"
-    from .checkpoint import TASK_FILE
+    from .engine.checkpoint import TASK_FILE
 
     _, _, task = runner.load_saved(str(saved), _host(), [])
     # the run's own evaluation data (data=None), limited as the run was: sft eval reads it whole unless told

@@ -45,7 +45,7 @@ def _builtin_plugins_only(monkeypatch):
 @pytest.fixture(scope="module")
 def host():
     """A plugin host with the built-in tasks, one per test module."""
-    from sft_core.plugins import PluginHost
+    from sft_core.host.manager import PluginHost
 
     return PluginHost()
 

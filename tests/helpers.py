@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sft_core.config import build_config
-from sft_core.plugins import PluginHost
+from sft_core.host.manager import PluginHost
 
 SAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "sft_classification" / "sample_data"
 
@@ -44,7 +44,7 @@ def invoke(*args, host: PluginHost | None = None):
     imported), with ``host`` (default: a fresh one with the built-in tasks) and its plugins' commands."""
     from click.testing import CliRunner
 
-    from sft_core.cli import cli
+    from sft_core.commands.cli import cli
 
     host = host if host is not None else PluginHost()
     host.register_commands(cli)
@@ -57,7 +57,7 @@ def make_config(host: PluginHost, task: str = "classification", **values):
 
 
 def train_tiny(tmp_path: Path, model: str, extra_plugins=(), resume=False, **values) -> dict:
-    from sft_core import runner
+    from sft_core.engine import run as runner
 
     host = PluginHost(extra_plugins=tuple(extra_plugins))
     defaults = {"model": model, "output_dir": str(tmp_path), "trainer.lr": 1e-3, "trainer.batch_size": 16,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from sft_core.batching import build_features, eval_batches, shard_train_batches, train_batches
-from sft_core.plugins import PluginHost
+from sft_core.engine.batching import build_features, eval_batches, shard_train_batches, train_batches
+from sft_core.host.manager import PluginHost
 
 from helpers import SAMPLE, make_config
 

@@ -173,7 +173,7 @@ def test_serve_load_measures_a_served_model_and_the_baseline(tmp_path):
     pytest.importorskip("fastapi")
     import asyncio
 
-    from sft_core.predictor import Predictor
+    from sft_core.engine.predictor import Predictor
     from sft_core.testing import Case, build_tiny_model, run_engine
 
     from test_serve import CLASSIFICATION, serving

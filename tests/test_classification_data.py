@@ -12,7 +12,7 @@ from sklearn import metrics as skm
 from sft_classification.metrics import classification_metrics, regression_metrics
 from sft_classification.reader import read_examples
 from sft_core.errors import DataError
-from sft_core.plugins import PluginHost
+from sft_core.host.manager import PluginHost
 
 from helpers import make_config
 
@@ -329,7 +329,7 @@ def test_regression_metrics_with_constant_predictions():
 
 def test_capitalised_header_is_detected(tmp_path):
     from helpers import make_config
-    from sft_core.plugins import PluginHost
+    from sft_core.host.manager import PluginHost
     from sft_classification.reader import read_examples
 
     path = tmp_path / "caps.csv"
@@ -341,7 +341,7 @@ def test_capitalised_header_is_detected(tmp_path):
 
 def test_float_spelt_labels_are_one_class(tmp_path):
     from helpers import make_config
-    from sft_core.plugins import PluginHost
+    from sft_core.host.manager import PluginHost
     from sft_classification.task import ClassificationTask
 
     train = tmp_path / "train.jsonl"
@@ -356,7 +356,7 @@ def test_float_spelt_labels_are_one_class(tmp_path):
 
 def test_max_train_samples_reads_the_first_rows_only(tmp_path):
     from helpers import make_config
-    from sft_core.plugins import PluginHost
+    from sft_core.host.manager import PluginHost
     from sft_classification.task import ClassificationTask
 
     for name, text in (("h.tsv", "sentence\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(10))),

@@ -107,7 +107,7 @@ def test_common_label_column_names(host, tmp_path, column):
 # --- long texts -------------------------------------------------------------------------------------
 
 def features_of(host, model, mode, texts, max_length=32, **extra):
-    from sft_core.batching import build_features
+    from sft_core.engine.batching import build_features
 
     task = task_for(host, **{"model": model, "trainer.max_length": max_length, "classification.long_text": mode, **extra})
     task.load_tokenizer(model)

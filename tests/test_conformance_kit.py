@@ -11,7 +11,7 @@ import sft_core.testing as kit
 from sft_classification.options import ClassificationData, ClassificationOptions
 from sft_classification.task import ClassificationTask
 from sft_core import hookimpl
-from sft_core.plugins import PluginHost
+from sft_core.host.manager import PluginHost
 
 from helpers import install_distribution
 

@@ -12,7 +12,7 @@ import pytest
 
 import sft_core.testing as kit
 from conftest import ROOT
-from sft_core.plugins import PluginHost
+from sft_core.host.manager import PluginHost
 from sft_core.task import metric_direction
 
 PACKAGE = ROOT / "tests" / "fixtures" / "sft-multiple-choice" / "sft_multiple_choice"

@@ -10,9 +10,9 @@ import types
 import pytest
 
 from conftest import ROOT
-from sft_core import runner
-from sft_core.plugins import PluginHost
-from sft_core.predictor import Predictor
+from sft_core.engine import run as runner
+from sft_core.host.manager import PluginHost
+from sft_core.engine.predictor import Predictor
 from sft_core.testing import make_config, tiny_bert
 
 

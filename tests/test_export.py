@@ -11,9 +11,10 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from sft_core import SFTError, runner  # noqa: E402
-from sft_core.exporting import onnx as onnx_export  # noqa: E402
-from sft_core.plugins import PluginHost  # noqa: E402
+from sft_core import SFTError
+from sft_core.engine import run as runner  # noqa: E402
+from sft_core.commands.export import onnx as onnx_export  # noqa: E402
+from sft_core.host.manager import PluginHost  # noqa: E402
 from sft_core.testing import Case, _same, build_tiny_model, run_engine  # noqa: E402
 
 from helpers import invoke  # noqa: E402
@@ -76,7 +77,7 @@ def test_int8_is_smaller_measured_and_evaluates(trained, exported, tmp_path):
     assert report["quantize"] == "int8" and check["fp32_max_abs_diff"] <= 1e-4
     assert check["int8_max_abs_diff"] > check["fp32_max_abs_diff"]  # int8 does change the outputs
     # the reported share of unchanged predictions is what the two folders predict on those examples
-    from sft_core.predictor import Predictor
+    from sft_core.engine.predictor import Predictor
 
     examples = runner.load_saved(str(out), PluginHost(), [])[2].load("eval", None)[:check["examples"]]
     pytorch, int8 = Predictor(str(trained["classification"])), Predictor(str(out))
@@ -92,7 +93,7 @@ def test_int8_is_smaller_measured_and_evaluates(trained, exported, tmp_path):
 def test_an_exported_folder_is_served_through_onnxruntime(exported):
     import httpx
 
-    from sft_core.predictor import Predictor
+    from sft_core.engine.predictor import Predictor
 
     folder = exported["classification"][0]
     with serving(Predictor(str(folder))) as (url, _):

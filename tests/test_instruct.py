@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sft_core.errors import ConfigError, DataError, SFTError
-from sft_core.plugins import PluginHost
+from sft_core.host.manager import PluginHost
 from sft_core.testing import tiny_decoder
 
 from helpers import invoke, load_weights, make_config, train_tiny
@@ -82,7 +82,7 @@ def test_unmasked_labels_are_the_answers_and_their_end_of_turn(tmp_path, host, l
     data = write_jsonl(tmp_path / "data.jsonl", [SHAPES[shape]])
     _, task = task_for(host, llama, tmp_path, **{"instruct.chat_template": option})
     tokenizer = task.load_tokenizer(llama)
-    from sft_core.backbone import ensure_pad_token
+    from sft_core.models.backbone import ensure_pad_token
 
     ensure_pad_token(tokenizer, llama)
     end = "<|im_end|>" if template == "chatml" else tokenizer.eos_token
@@ -193,7 +193,7 @@ def _packing_case(tmp_path, host, model, n=6, attention=None):
         config, task = task_for(host, model, tmp_path, **{"instruct.chat_template": "chatml",
                                                           "instruct.packing": packing, "trainer.max_length": 96,
                                                           "instruct.attention": attention})
-        from sft_core.runner import load_model
+        from sft_core.engine.run import load_model
 
         tokenizer, net = load_model(task, model)
         examples = task.load("train", str(data))
@@ -308,7 +308,7 @@ def test_a_tiny_model_learns_to_answer_exactly(tmp_path, llama):
     assert [p["generation"] for p in predictions] == [a for _, a in QA]  # each answer ends where it should: EOS learnt
     assert predictions[0]["prompt"] == QA[0][0] and predictions[0]["references"] == [QA[0][1]]
 
-    from sft_core import runner
+    from sft_core.engine import run as runner
 
     host = PluginHost()
     records = runner.predict_saved(str(tmp_path / "run" / "model"), [QA[1][0], QA[3][0]], None, host)
@@ -352,7 +352,7 @@ def test_max_new_tokens_follows_the_references(tmp_path, host, llama):
 
 def test_generation_is_batched_left_padded_and_matches_one_by_one(tmp_path, host, llama):
     config, task = task_for(host, llama, tmp_path, **{"instruct.chat_template": "chatml", "instruct.max_new_tokens": 6})
-    from sft_core.runner import load_model
+    from sft_core.engine.run import load_model
 
     tokenizer, model = load_model(task, llama)
     model.eval()

@@ -28,9 +28,9 @@ def test_sst2_4000_examples_reaches_0845(tmp_path):
     """The recipe of the README (configs/sst2.yaml): 4,000 SST-2 sentences, the task's default
     hyperparameters, scored on the 872 dev sentences (about 2 minutes on 2 idle cores)."""
     sst2 = SHARED_DATA / "glue" / "SST-2"
-    from sft_core import runner
+    from sft_core.engine import run as runner
     from sft_core.config import build_config
-    from sft_core.plugins import PluginHost
+    from sft_core.host.manager import PluginHost
 
     host = PluginHost()
     config = build_config(host.get_task("classification"), [("test", {

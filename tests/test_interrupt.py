@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sft_core import checkpoint, hookimpl
+from sft_core.engine import checkpoint
+from sft_core import hookimpl
 from sft_core.errors import TrainingInterrupted
 
 from helpers import load_weights, sft, train_tiny
@@ -77,8 +78,9 @@ def test_a_signal_checkpoints_the_step_and_a_second_one_cannot_break_the_checkpo
 
 LAUNCHER = """
 import os, signal, sys
-from sft_core import cli, hookimpl
-from sft_core.plugins import PluginHost
+from sft_core import hookimpl
+from sft_core.commands import cli
+from sft_core.host.manager import PluginHost
 
 class SignalAt:
     @hookimpl

@@ -1,4 +1,4 @@
-"""The last encoder layer computed only where a head reads (sft_core.last_layer), as used by the NER
+"""The last encoder layer computed only where a head reads (sft_core.models.last_layer), as used by the NER
 task: the same logits there, the same loss and gradients, the same trained weights and predictions."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from sft_core import last_layer
+from sft_core.models import last_layer
 
 from helpers import load_weights, train_tiny
 
@@ -131,7 +131,7 @@ def test_ner_training_and_predictions_are_the_same_with_and_without_it(tmp_path,
 
 
 def test_the_ner_task_uses_it_unless_turned_off(tiny_model):
-    from sft_core.plugins import PluginHost
+    from sft_core.host.manager import PluginHost
 
     from helpers import make_config
 

@@ -8,9 +8,9 @@ import types
 
 import pytest
 
-from sft_core.plugins import PluginHost
+from sft_core.host.manager import PluginHost
 from sft_core.task import metric_direction
-from sft_core.training import _better
+from sft_core.engine.loop import _better
 
 from helpers import make_config, train_tiny
 

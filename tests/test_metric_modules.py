@@ -8,7 +8,7 @@ import random
 import pytest
 
 import sft_core
-from sft_core.plugins import PluginHost
+from sft_core.host.manager import PluginHost
 
 evaluate = pytest.importorskip("evaluate")
 

@@ -229,7 +229,7 @@ def oracle_outputs(task, features, examples, constrained=False) -> list[dict]:
 
 @pytest.mark.parametrize("label_all_tokens, constrained", [(False, False), (True, True)])
 def test_alignment_round_trip(host, tmp_path, label_all_tokens, constrained):
-    from sft_core.batching import build_features
+    from sft_core.engine.batching import build_features
     from sft_ner.alignment import IGNORE
 
     tokenizer_dir = build_tokenizer(tmp_path / "tok")

@@ -23,9 +23,9 @@ pytestmark = [
 
 
 def train(tmp_path, **values):
-    from sft_core import runner
+    from sft_core.engine import run as runner
     from sft_core.config import build_config
-    from sft_core.plugins import PluginHost
+    from sft_core.host.manager import PluginHost
 
     host = PluginHost()
     config = build_config(host.get_task("ner"), [("test", {"model": "minilm", "output_dir": str(tmp_path),

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from sft_core.scaffold import names
+from sft_core.commands.new_task import names
 
 from conftest import plugins_env
 from helpers import invoke, sft

@@ -10,9 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sft_core import adapters, runner
+from sft_core.models import adapters
+from sft_core.engine import run as runner
 from sft_core.errors import ConfigError, SFTError
-from sft_core.plugins import PluginHost
+from sft_core.host.manager import PluginHost
 from sft_core.testing import tiny_bert, tiny_decoder
 
 from helpers import SAMPLE, constructed_texts, train_tiny, write_name_ner
@@ -36,8 +37,8 @@ def _weights(folder) -> dict[str, torch.Tensor]:
 
 def _batch(model_dir: str, n: int = 6):
     """A padded batch of sample sentences through a saved run's task, and that task."""
-    from sft_core.batching import build_features
-    from sft_core.evaluation import rows
+    from sft_core.engine.batching import build_features
+    from sft_core.engine.evaluation import rows
 
     _, config, task = runner.load_saved(model_dir, PluginHost(), [])
     examples = task.load("eval", str(SAMPLE / "eval.jsonl"))[:n]
@@ -195,7 +196,7 @@ def test_adapter_save_of_a_model_built_at_random_is_refused(tmp_path):
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(backbones, backbone, lora):
     from transformers import AutoModelForSequenceClassification
 
-    from sft_core.backbone import enable_gradient_checkpointing
+    from sft_core.models.backbone import enable_gradient_checkpointing
     from sft_core.config import PeftConfig
 
     def loss_and_grads(checkpointing: bool):

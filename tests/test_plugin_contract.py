@@ -12,7 +12,7 @@ import pytest
 
 import sft_core
 from sft_core import hookimpl
-from sft_core.plugins import PluginHost, contract_problem
+from sft_core.host.manager import PluginHost, contract_problem
 
 from helpers import invoke
 
@@ -113,11 +113,11 @@ def test_entry_point_importing_with_a_multiline_error_is_one_line(monkeypatch, t
     monkeypatch.syspath_prepend(str(tmp_path))
     from importlib.metadata import EntryPoint
 
-    import sft_core.plugins
+    import sft_core.host.manager
 
-    real = sft_core.plugins.metadata.entry_points
+    real = sft_core.host.manager.metadata.entry_points
     extra = EntryPoint(name="noisy", value="sft_noisy", group="sft")
-    monkeypatch.setattr(sft_core.plugins.metadata, "entry_points", lambda **kw: [*real(**kw), extra])
+    monkeypatch.setattr(sft_core.host.manager.metadata, "entry_points", lambda **kw: [*real(**kw), extra])
     load_plugins("noisy")
     host = PluginHost()
     assert info(host, "noisy").error == "ImportError: first line"

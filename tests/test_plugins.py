@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import sft_core.plugins
+import sft_core.host.manager
 from sft_core import hookimpl
-from sft_core.cli import main
+from sft_core.commands.cli import main
 from sft_core.errors import SFTError
-from sft_core.plugins import PluginHost
+from sft_core.host.manager import PluginHost
 
 from helpers import install_distribution, invoke, sft
 
@@ -40,13 +40,13 @@ def registering(*names, then=None):
 
 
 def add_entry_points(monkeypatch, *extra: EntryPoint):
-    """Make ``importlib.metadata.entry_points``, as sft_core.plugins calls it, also return ``extra``."""
-    real = sft_core.plugins.metadata.entry_points
+    """Make ``importlib.metadata.entry_points``, as sft_core.host.manager calls it, also return ``extra``."""
+    real = sft_core.host.manager.metadata.entry_points
 
     def entry_points(**params):
         return [*real(**params), *(ep for ep in extra if ep.group == params.get("group"))]
 
-    monkeypatch.setattr(sft_core.plugins.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(sft_core.host.manager.metadata, "entry_points", entry_points)
 
 
 # --- discovery through entry points -----------------------------------------------------------
@@ -80,7 +80,7 @@ def test_the_suite_loads_only_the_builtin_plugins_unless_a_test_asks(monkeypatch
         assert done.returncode == 0 and done.stderr == "", done.stderr
         return [line.split()[0] for line in done.stdout.splitlines()]
 
-    found = {ep.name: ep.dist.name for ep in sft_core.plugins.metadata.entry_points(group="sft")}
+    found = {ep.name: ep.dist.name for ep in sft_core.host.manager.metadata.entry_points(group="sft")}
     assert found["stray"] == "sft-stray"  # Python finds it installed
     host = PluginHost()
     assert "stray" not in host.tasks and host.warnings == []
@@ -152,7 +152,8 @@ def test_an_unknown_plugin_name_warns_with_the_known_names(monkeypatch):
 def test_a_model_whose_plugin_is_missing_says_which_package_to_install(tmp_path):
     import json
 
-    from sft_core import SFTError, runner
+    from sft_core import SFTError
+    from sft_core.engine import run as runner
 
     (tmp_path / "sft_task.json").write_text(json.dumps({
         "task": "multiple-choice", "config": {}, "state": {},
@@ -285,8 +286,8 @@ def test_entry_point_that_fails_to_import(monkeypatch, load_plugins):
 
 LIGHT_COMMANDS = """
 import json, sys
-from sft_core.cli import cli
-from sft_core.plugins import PluginHost
+from sft_core.commands.cli import cli
+from sft_core.host.manager import PluginHost
 host = PluginHost()
 host.register_commands(cli)
 codes = []
@@ -313,7 +314,7 @@ def test_light_commands_import_no_torch():
 
 
 def test_a_saved_model_records_the_distribution_providing_its_task():
-    from sft_core.checkpoint import provider
+    from sft_core.engine.checkpoint import provider
     from sft_core.config import build_config
 
     host = PluginHost()

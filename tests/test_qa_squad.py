@@ -135,8 +135,8 @@ def test_gold_spans_of_squad_survive_the_minilm_tokenizer():
     A span model predicts whole tokens: an answer on token boundaries comes back exactly; one that
     starts or ends inside a token ("Japan" in the one word piece "japanese") comes back as the
     smallest token span covering it, and the task counts such answers in its report."""
-    from sft_core.models import resolve_model
-    from sft_core.plugins import PluginHost
+    from sft_core.models.aliases import resolve_model
+    from sft_core.host.manager import PluginHost
     from test_qa import covering_span, gold_round_trip
 
     task, examples, _, metrics, predictions = gold_round_trip(
@@ -163,9 +163,9 @@ def test_gold_spans_of_squad_survive_the_minilm_tokenizer():
 @needs_minilm
 def test_minilm_squad_articles_40_47(tmp_path):
     """The recipe of the README: train on articles 0-39, evaluate on 40-47 (about 40 minutes on 2 cores)."""
-    from sft_core import runner
+    from sft_core.engine import run as runner
     from sft_core.config import build_config
-    from sft_core.plugins import PluginHost
+    from sft_core.host.manager import PluginHost
 
     host = PluginHost()
     config = build_config(host.get_task("qa"), [("test", {

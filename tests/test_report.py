@@ -20,7 +20,7 @@ from helpers import sft
 
 pytest.importorskip("matplotlib")
 
-from sft_core.reporting import write_report  # noqa: E402
+from sft_core.commands.report import write_report  # noqa: E402
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 

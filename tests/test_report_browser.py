@@ -21,7 +21,7 @@ def test_reports_render_in_headless_chromium(tmp_path):
     pytest.importorskip("matplotlib")
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
         pytest.skip("no chromium on the PATH (apt-get install chromium)")
-    from sft_core.reporting import write_report
+    from sft_core.commands.report import write_report
 
     from test_report import classification_runs, write_run, write_study
 

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 import sft_core as sft
-from sft_core import bench, hookimpl
-from sft_core.checkpoint import replace_dir
+from sft_core.commands import bench
+from sft_core import hookimpl
+from sft_core.engine.checkpoint import replace_dir
 from sft_core.errors import SFTError
-from sft_core.plugins import PluginHost
-from sft_core.run_folder import earlier_run
+from sft_core.host.manager import PluginHost
+from sft_core.engine.run_folder import earlier_run
 
 from helpers import invoke, train_tiny
 

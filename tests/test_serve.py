@@ -19,10 +19,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from sft_core import runner  # noqa: E402
-from sft_core.plugins import PluginHost  # noqa: E402
-from sft_core.predictor import Predictor  # noqa: E402
-from sft_core.serving.app import ServeSettings, create_app  # noqa: E402
+from sft_core.engine import run as runner  # noqa: E402
+from sft_core.host.manager import PluginHost  # noqa: E402
+from sft_core.engine.predictor import Predictor  # noqa: E402
+from sft_core.commands.serve.app import ServeSettings, create_app  # noqa: E402
 from sft_core.testing import Case, _same, build_tiny_model, example_texts, run_engine, tiny_decoder  # noqa: E402
 
 from helpers import sft, sft_env  # noqa: E402

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 def test_gguf_is_converted_once_to_an_identical_model(tmp_path, monkeypatch, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sft_core import models
+    from sft_core.models import aliases as models
 
     monkeypatch.setenv("SFT_CACHE_DIR", str(tmp_path))
     folder = models.resolve_model("smollm2")
@@ -53,8 +53,8 @@ def test_gguf_is_converted_once_to_an_identical_model(tmp_path, monkeypatch, cap
 
 @pytest.mark.skipif(not (SHARED_DATA / "glue" / "SST-2").is_dir(), reason="../shared/data not available")
 def test_smollm2_lora_classifies_sst2_sentences(tmp_path):
-    from sft_core import runner
-    from sft_core.plugins import PluginHost
+    from sft_core.engine import run as runner
+    from sft_core.host.manager import PluginHost
 
     from helpers import train_tiny
 
@@ -75,8 +75,8 @@ def test_smollm2_instruct_masks_packing_and_a_short_run(tmp_path):
     """On the real tokenizer (pad = EOS = <|im_end|>, ChatML with a default system prompt): the
     answers' labels end with <|im_end|>, the model keeps packed examples apart, and a short LoRA run
     on SST-2 as an instruction beats the untrained model measured the same way."""
-    from sft_core import runner
-    from sft_core.plugins import PluginHost
+    from sft_core.engine import run as runner
+    from sft_core.host.manager import PluginHost
 
     from helpers import make_config
 

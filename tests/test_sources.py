@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from sft_core import sources
+from sft_core.engine import sources
 from sft_core.errors import SFTError
 
 from helpers import invoke

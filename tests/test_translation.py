@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sft_core.errors import DataError
-from sft_core.plugins import PluginHost
+from sft_core.host.manager import PluginHost
 from sft_core.testing import Case, TaskConformance, conformance_cases
 
 from conftest import ROOT
@@ -196,7 +196,7 @@ def _sequences(n: int, seed: int, transform) -> list[str]:
 
 @pytest.mark.parametrize("name, transform", [("copy", lambda s: s), ("reverse", lambda s: s[::-1])])
 def test_a_tiny_model_learns_to_copy_and_reverse_exactly(tmp_path, name, transform):
-    from sft_core import runner
+    from sft_core.engine import run as runner
 
     (tmp_path / "train.jsonl").write_text("\n".join(_sequences(600, 1, transform)) + "\n")
     (tmp_path / "eval.jsonl").write_text("\n".join(_sequences(30, 2, transform)) + "\n")
@@ -241,7 +241,7 @@ def test_run_eval_and_predict_from_the_cli(tmp_path):
 
 
 def test_an_encoder_checkpoint_warm_starts_an_encoder_decoder(tmp_path, tiny_model):
-    from sft_core import runner
+    from sft_core.engine import run as runner
 
     host = PluginHost()
     out = tmp_path / "run"

@@ -12,9 +12,9 @@ pytestmark = pytest.mark.slow
 
 
 def _train(tmp_path, **values) -> dict:
-    from sft_core import runner
+    from sft_core.engine import run as runner
     from sft_core.config import build_config
-    from sft_core.plugins import PluginHost
+    from sft_core.host.manager import PluginHost
 
     host = PluginHost()
     config = build_config(host.get_task("translation"), [("test", {"output_dir": str(tmp_path), **values})])

@@ -14,10 +14,10 @@ import yaml
 
 from sft_core import hookimpl
 from sft_core.errors import ConfigError, DataError, SFTError
-from sft_core.plugins import PluginHost
-from sft_core.runner import split_holdout
-from sft_core.tuning import tune
-from sft_core.tuning.space import parse_tune
+from sft_core.host.manager import PluginHost
+from sft_core.engine.run import split_holdout
+from sft_core.commands.tune import tune
+from sft_core.commands.tune.space import parse_tune
 
 from conftest import plugins_env
 from helpers import install_distribution, sft, train_tiny, write_cue_classification
@@ -313,7 +313,7 @@ def test_without_optuna_or_matplotlib_the_commands_say_what_to_install(tmp_path,
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
-    from sft_core.reporting import write_report
+    from sft_core.commands.report import write_report
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "metrics.jsonl").write_text("")

@@ -3,13 +3,13 @@
 A BERT-style sequence classifier reads one vector: the first token's output of the last layer (the
 pooler or classification head takes ``hidden_states[:, 0]``). That layer's keys and values still
 need every position, but its query, attention output and feed-forward network are needed for the
-first position alone (see ``sft_core.last_layer``). Computing just those gives the same logits and
+first position alone (see ``sft_core.models.last_layer``). Computing just those gives the same logits and
 gradients with about a sixth fewer encoder FLOPs for a 6-layer model.
 """
 
 from __future__ import annotations
 
-from sft_core.last_layer import install
+from sft_core.models.last_layer import install
 
 #: Sequence classifiers whose head reads only the first position of the last layer.
 FIRST_TOKEN_HEADS = ("BertForSequenceClassification", "RobertaForSequenceClassification",

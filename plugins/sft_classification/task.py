@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sft_core.collate import pad_inputs
+from sft_core.engine.collate import pad_inputs
 from sft_core.errors import ConfigError, DataError
 
 from .first_token import first_token_last_layer
@@ -163,7 +163,7 @@ class ClassificationTask:
     def build_model(self, name_or_path: str):
         from transformers import AutoModelForSequenceClassification
 
-        from sft_core.backbone import with_head
+        from sft_core.models.backbone import with_head
 
         if self.regression:
             kwargs = {"num_labels": 1, "problem_type": "regression"}

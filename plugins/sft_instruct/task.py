@@ -32,7 +32,7 @@ DEFAULT_NEW_TOKENS = 256
 
 
 def _host():
-    from sft_core.plugins import PluginHost
+    from sft_core.host.manager import PluginHost
 
     return PluginHost()
 
@@ -94,7 +94,7 @@ class InstructTask:
 
     # --- data ---------------------------------------------------------------------------------
     def _read(self, index: int, split: str, path) -> list[dict]:
-        from sft_core.sources import resolve
+        from sft_core.engine.sources import resolve
 
         spec = self.sources[index]
         path = resolve(path) if isinstance(path, str) else path
@@ -199,7 +199,7 @@ class InstructTask:
     def build_model(self, name_or_path: str):
         from transformers import AutoModelForCausalLM
 
-        from sft_core.backbone import with_head
+        from sft_core.models.backbone import with_head
 
         kwargs = {"attn_implementation": self.options.attention} if self.options.attention else {}
         model = with_head(AutoModelForCausalLM, name_or_path, "causal language modelling", dtype=torch.float32, **kwargs)

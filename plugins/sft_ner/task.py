@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sft_core import last_layer
+from sft_core.models import last_layer
 from sft_core.errors import ConfigError, DataError, SFTError
 
 from .alignment import IGNORE, best_positions, encode, word_prefix
@@ -102,7 +102,7 @@ class NERTask:
     def build_model(self, name_or_path: str):
         from transformers import AutoModelForTokenClassification
 
-        from sft_core.backbone import with_head
+        from sft_core.models.backbone import with_head
 
         model = with_head(AutoModelForTokenClassification, name_or_path, "token classification",
                           num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),

@@ -142,7 +142,7 @@ class QATask:
     def build_model(self, name_or_path: str):
         from transformers import AutoModelForQuestionAnswering
 
-        from sft_core.backbone import with_head
+        from sft_core.models.backbone import with_head
 
         return with_head(AutoModelForQuestionAnswering, name_or_path, "question answering (span)")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sft_core.collate import pad_inputs
+from sft_core.engine.collate import pad_inputs
 from sft_core.errors import ConfigError, SFTError
-from sft_core.models import resolve_model
+from sft_core.models.aliases import resolve_model
 
 from .metrics import translation_metrics
 from .modeling import LANGUAGE_NAMES, max_positions, pretrained_model, scratch_model, train_tokenizer

@@ -1,0 +1,276 @@
+"""The HTTP API of ``sft serve``: a FastAPI app around one ``Predictor`` and one ``Batcher``.
+
+Routes: ``POST /predict`` (for each input, what ``sft predict`` prints), ``GET /health`` (the
+process answers), ``GET /ready`` (the model is loaded), ``GET /info``, ``GET /metrics``
+(Prometheus text), and for generative tasks the OpenAI-style ``/v1/completions``,
+``/v1/chat/completions`` and ``/v1/models`` (``openai.py``). Tasks know nothing of HTTP: the app
+only calls the predictor.
+
+Status codes: 422 malformed JSON or a wrong field (named), 413 a body over ``max_request_bytes``
+or an input over the model's length when ``long_inputs="reject"``, 429 the queue is full (with
+``Retry-After``), 500 an exception inside inference (that batch only), 503 while the model loads.
+"""
+
+
+import copy
+import json
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+
+from ...errors import SFTError
+from .batcher import Batcher, QueueFull
+
+ROUTES = ("/predict", "/health", "/ready", "/info", "/metrics", "/v1/completions", "/v1/chat/completions",
+          "/v1/models", "/docs", "/openapi.json")
+
+
+@dataclass
+class ServeSettings:
+    """The server's limits; ``sft serve`` options of the same names."""
+
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 1024  # inputs waiting, over all requests
+    max_request_bytes: int = 1 << 20
+    long_inputs: str = "truncate"  # or "reject": 413 for an input over the model's max_length
+    model_name: str | None = None  # the "model" of OpenAI responses (default: the folder's name)
+
+
+class _Metrics:
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("sft_requests", "HTTP requests answered, by route and status code",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram("sft_request_seconds", "Time to answer a request (streams: to the first byte)",
+                                 ["route"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.batch_size = Histogram("sft_batch_size", "Inputs per model call of the batcher", registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.batch_seconds = Histogram("sft_batch_seconds", "Time of one model call of the batcher",
+                                       registry=self.registry)
+        self.queue_depth = Gauge("sft_queue_depth", "Inputs waiting for the model", registry=self.registry)
+        self.inputs = Counter("sft_inputs", "Inputs predicted", registry=self.registry)
+
+
+class _Guard:
+    """ASGI middleware: the request body limit (413) and the request metrics, for every route."""
+
+    def __init__(self, app, settings: ServeSettings, metrics: _Metrics):
+        self.app, self.settings, self.metrics = app, settings, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            limit = self.settings.max_request_bytes
+            declared = dict(scope.get("headers") or []).get(b"content-length")
+            body, over = b"", declared is not None and declared.isdigit() and int(declared) > limit
+            if not over and scope["method"] in ("POST", "PUT", "PATCH"):
+                more = True
+                while more and not over:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    over = len(body) > limit
+            if over:
+                return await _send_json(sending, 413, _error_body(route, f"request body over {limit} bytes "
+                                                                         "(the server's --max-request-bytes)"))
+            replayed = False
+
+            async def replay():
+                nonlocal replayed
+                if not replayed and scope["method"] in ("POST", "PUT", "PATCH"):
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, sending)
+        finally:
+            self.metrics.requests.labels(route, str(status["code"])).inc()
+
+
+async def _send_json(send, status: int, body: dict, headers: dict | None = None) -> None:
+    raw = json.dumps(body).encode()
+    extra = [(k.lower().encode(), str(v).encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()), *extra]})
+    await send({"type": "http.response.body", "body": raw})
+
+
+def _error_body(route: str, message: str, field: str | None = None, kind: str = "invalid_request_error") -> dict:
+    """FastAPI's ``{"detail": ...}`` for sft's routes, OpenAI's ``{"error": ...}`` for /v1 routes."""
+    if route.startswith("/v1"):
+        return {"error": {"message": message, "type": kind, "param": field, "code": None}}
+    return {"detail": [{"loc": ["body", *(field.split(".") if field else [])], "msg": message}]}
+
+
+class ServerError(Exception):
+    """An answer other than 200: status, message, the field it concerns, extra headers."""
+
+    def __init__(self, status: int, message: str, field: str | None = None, headers: dict | None = None,
+                 kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.field, self.headers, self.kind = status, message, field, headers, kind
+
+
+def create_app(predictor_or_loader, settings: ServeSettings | None = None):
+    """The FastAPI app; ``predictor_or_loader`` is a ``Predictor`` or a function returning one, called
+    on a thread at start-up (``/ready`` answers 503 until it returns)."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+
+    from .schemas import PredictRequest
+
+    settings = settings or ServeSettings()
+    metrics = _Metrics()
+    state = {"predictor": None, "error": None, "tokenizer": None}
+
+    def run_batch(key, payloads: list) -> list:
+        predictor = state["predictor"]
+        examples = [e for payload in payloads for e in payload]
+        if key == "predict":
+            predictions = predictor.predict_examples(examples)
+            records = predictor.records(predictions, examples)
+        else:  # ("generate", settings): generated texts, their token counts and why they ended
+            lengths: list = []
+            predictions = predictor.predict_examples(examples, key[1], lengths=lengths)
+            records = [{"text": predictor.task.prediction_text(p), "tokens": n, "finish_reason": "length" if cut else "stop"}
+                       for p, (n, cut) in zip(predictions, lengths)]
+        metrics.inputs.inc(len(examples))
+        out, start = [], 0
+        for payload in payloads:
+            out.append(records[start:start + len(payload)])
+            start += len(payload)
+        return out
+
+    def on_batch(size: int, seconds: float) -> None:
+        metrics.batch_size.observe(size)
+        metrics.batch_seconds.observe(seconds)
+
+    batcher = Batcher(run_batch, settings.max_batch_size, settings.max_wait_ms, settings.max_queue, on_batch)
+    metrics.queue_depth.set_function(lambda: batcher.queued)
+
+    def load() -> None:
+        try:
+            predictor = predictor_or_loader() if callable(predictor_or_loader) else predictor_or_loader
+            # tokenizers keep truncation settings in their Rust state: counting tokens here, while
+            # the inference thread encodes, must not share one object
+            state["tokenizer"] = copy.deepcopy(predictor.tokenizer)
+            state["predictor"] = predictor
+        except BaseException as exc:  # reported by /ready and /info; the process keeps answering
+            state["error"] = f"{type(exc).__name__}: {exc}"
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        if callable(predictor_or_loader):
+            threading.Thread(target=load, name="sft-load", daemon=True).start()
+        else:
+            load()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="sft serve", version="1", lifespan=lifespan,
+                  description="Predictions of a model fine-tuned with sft, batched dynamically.")
+    app.state.batcher = batcher
+    app.state.settings = settings
+    app.state.model = state
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        if request.url.path.startswith("/v1"):
+            first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+            field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+            return JSONResponse(_error_body("/v1", f"{field or 'body'}: {first.get('msg')}", field), status_code=422)
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(ServerError)
+    async def server_error(request: Request, exc: ServerError):
+        return JSONResponse(_error_body(request.url.path, exc.message, exc.field, exc.kind), status_code=exc.status,
+                            headers=exc.headers)
+
+    def ready_predictor():
+        if state["predictor"] is None:
+            raise ServerError(503, f"the model failed to load: {state['error']}" if state["error"]
+                              else "the model is loading", kind="server_error", headers={"Retry-After": "1"})
+        return state["predictor"]
+
+    async def run(key, examples: list, size: int):
+        try:
+            return await batcher.submit(key, examples, size)
+        except QueueFull as exc:
+            raise ServerError(429, str(exc), headers={"Retry-After": f"{exc.retry_after:.0f}"},
+                              kind="rate_limit_error") from None
+        except SFTError as exc:
+            raise ServerError(422, str(exc)) from None
+        except Exception as exc:
+            raise ServerError(500, f"inference failed: {type(exc).__name__}: {exc}", kind="server_error") from None
+
+    @app.post("/predict", summary="Predict for a list of inputs (what `sft predict` prints for each)")
+    async def predict(body: PredictRequest):
+        predictor = ready_predictor()
+        if len(body.inputs) > settings.max_queue:
+            raise ServerError(413, f"{len(body.inputs)} inputs in one request; at most {settings.max_queue} "
+                                   "(the server's --max-queue)", "inputs")
+        try:
+            examples = predictor.examples(list(body.inputs))
+        except SFTError as exc:
+            raise ServerError(422, str(exc), "inputs") from None
+        truncated = truncation_flags(predictor, list(body.inputs))
+        records = await run("predict", examples, len(examples))
+        return {"predictions": [{**r, "truncated": True} if cut else r for r, cut in zip(records, truncated)]}
+
+    def truncation_flags(predictor, inputs: list) -> list[bool]:
+        limit = predictor.config.trainer.max_length
+        counts = predictor.input_tokens(inputs, state["tokenizer"])
+        for n, count in enumerate(counts):
+            if count is not None and count > limit and settings.long_inputs == "reject":
+                raise ServerError(413, f"inputs[{n}] is {count} tokens long, over the model's {limit} "
+                                       "(the server rejects long inputs; start it with --long-inputs truncate "
+                                       "to truncate them)", f"inputs.{n}")
+        return [count is not None and count > limit for count in counts]
+
+    @app.get("/health", summary="Liveness: the process answers")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="Readiness: the model is loaded")
+    async def ready():
+        ready_predictor()
+        return {"status": "ready"}
+
+    @app.get("/info", summary="Task, model, labels, versions and the server's limits")
+    async def info():
+        predictor = ready_predictor()
+        return {**predictor.info(), "limits": asdict(settings), "queued": batcher.queued, "running": batcher.running}
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    from .openai import add_routes
+
+    add_routes(app, state, settings, batcher, run, ready_predictor, ServerError)
+    app.add_middleware(_Guard, settings=settings, metrics=metrics)
+    return app

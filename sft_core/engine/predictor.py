@@ -1,0 +1,245 @@
+"""A saved model loaded once for many predictions: what ``sft predict`` and ``sft serve`` share.
+
+``Predictor(model_dir).predict(inputs)`` returns, for each input, the record ``sft predict`` prints
+for it (the task's ``format_prediction``), so a script, the command line and the server always
+agree. Inputs are texts, or ``{field: text}`` records for a task with named ``input_fields`` (qa:
+``{"question": ..., "context": ...}``). A model folder written by ``sft run`` and one written by
+``sft export`` (ONNX, run by onnxruntime) load the same way.
+
+For generative tasks (those with ``prediction_text``) generation can be steered per call:
+``GenerationSettings`` (length limit, sampling) and a ``streamer`` (transformers' streamer API)
+reach the model's ``generate`` whatever arguments the task passes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from ..errors import SFTError
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Per-request generation settings; ``None`` keeps what the task's decoding does."""
+
+    max_new_tokens: int | None = None
+    temperature: float | None = None  # 0 or None: the task's decoding (greedy or beam); > 0 samples
+    top_p: float | None = None
+    seed: int | None = None
+
+    def generate_kwargs(self, streaming: bool) -> dict:
+        kwargs: dict[str, Any] = {}
+        if self.max_new_tokens is not None:
+            kwargs["max_new_tokens"] = self.max_new_tokens
+        if self.temperature:
+            kwargs.update(do_sample=True, temperature=self.temperature, num_beams=1, top_p=self.top_p or 1.0)
+        if streaming:  # transformers' streamers follow one sequence: beam search cannot stream
+            kwargs.update(num_beams=1, early_stopping=False)
+        return kwargs
+
+
+def _stop_ids(model, kwargs: dict) -> set[int]:
+    ids = kwargs.get("eos_token_id")
+    if ids is None:
+        ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    pad = kwargs.get("pad_token_id", getattr(getattr(model, "generation_config", None), "pad_token_id", None))
+    return set(ids) | ({pad} if pad is not None else set())
+
+
+def _steered(model, settings: GenerationSettings | None, streamer, record: list | None = None):
+    """``model`` with ``generate`` taking ``settings`` and ``streamer`` on top of the task's arguments;
+    with ``record``, each ``generate`` call appends one (new tokens, stopped by the length limit) per row."""
+    from ..models.wrapping import model_wrapper
+
+    extra = (settings or GenerationSettings()).generate_kwargs(streamer is not None)
+    if streamer is not None:
+        extra["streamer"] = streamer
+    if not extra and record is None:
+        return model
+
+    class Steered(model_wrapper()):
+        def generate(self, *args, **kwargs):
+            kwargs.update(extra)
+            if kwargs.get("num_beams", 1) == 1:  # beam-only settings would only draw warnings
+                kwargs.pop("early_stopping", None)
+                kwargs.pop("length_penalty", None)
+            out = self.inner.generate(*args, **kwargs)
+            if record is not None:
+                # decoder-only outputs repeat the prompt; encoder-decoder ones start with the decoder start token
+                start = 1 if getattr(self.inner.config, "is_encoder_decoder", False) else kwargs["input_ids"].shape[1]
+                limit = kwargs.get("max_new_tokens") or getattr(self.inner.generation_config, "max_new_tokens", None)
+                stops = _stop_ids(self.inner, kwargs)
+                calls = []
+                for row in out[:, start:].tolist():
+                    n = next((i for i, t in enumerate(row) if t in stops), len(row))
+                    calls.append((n, limit is not None and n >= limit))
+                record.append(calls)
+            return out
+
+    return Steered(model)
+
+
+class Predictor:
+    """A model folder written by ``sft run`` (or ``sft export``), loaded once.
+
+    ``host`` is a ``PluginHost`` (default: the installed plugins); ``layers`` are config layers
+    (source, {key: value}) applied on top of the saved config, e.g. ``trainer.max_length``.
+    """
+
+    def __init__(self, model_dir: str, host=None, layers: Iterable[tuple[str, dict]] = (), batch_size: int | None = None):
+        from . import run as runner
+        from ..host.manager import PluginHost
+
+        runner._quiet_libraries()
+        self.model_dir = str(model_dir)
+        self.host = host if host is not None else PluginHost()
+        _, self.config, self.task = runner.load_saved(self.model_dir, self.host, list(layers))
+        self.accelerator = runner.make_accelerator(self.config)
+        self.tokenizer, self.model = runner.load_model(self.task, self.model_dir)
+        self.model.to(self.accelerator.device)
+        self.model.eval()
+        self.batch_size = batch_size or self.config.trainer.eval_batch_size
+
+    # --- what the model takes -------------------------------------------------------------
+
+    @property
+    def task_name(self) -> str:
+        return self.config.task
+
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        return tuple(getattr(self.task, "input_fields", ()))
+
+    @property
+    def generative(self) -> bool:
+        """Whether predictions are generated text (the OpenAI-style routes of ``sft serve``)."""
+        return callable(getattr(self.task, "prediction_text", None))
+
+    @property
+    def backend(self) -> str:
+        return getattr(self.model, "backend", "pytorch")
+
+    def examples(self, inputs: list) -> list[dict]:
+        """Examples for ``inputs``: all texts, or all ``{field: text}`` records of the task's fields.
+
+        Errors name the input (``inputs[3]``) and what was expected.
+        """
+        if not isinstance(inputs, list) or not inputs:
+            raise SFTError("inputs: expected a non-empty list of inputs")
+        fields = self.input_fields
+        if all(isinstance(x, str) for x in inputs):
+            if fields:
+                raise SFTError(f"inputs: task {self.task_name!r} takes records with the fields "
+                               f"{', '.join(fields)} (e.g. {{{', '.join(repr(f) + ': ...' for f in fields)}}}), not texts")
+            return self.task.read_inputs(list(inputs))
+        if all(isinstance(x, dict) for x in inputs):
+            if not fields:
+                raise SFTError(f"inputs: task {self.task_name!r} takes texts, not records")
+            for n, record in enumerate(inputs):
+                missing = [f for f in fields if not isinstance(record.get(f), str)]
+                unknown = sorted(set(record) - set(fields))
+                if missing or unknown:
+                    what = (f"missing text field {missing[0]!r}" if missing else f"unknown field {unknown[0]!r}")
+                    raise SFTError(f"inputs[{n}]: {what} (task {self.task_name!r} takes {', '.join(fields)})")
+            return self.task.read_fields([dict(r) for r in inputs])
+        bad = next((n for n, x in enumerate(inputs) if not isinstance(x, (str, dict))), None)
+        if bad is not None:
+            raise SFTError(f"inputs[{bad}]: expected a text or a record, got {type(inputs[bad]).__name__}")
+        raise SFTError("inputs: give all texts or all records, not both")
+
+    def input_tokens(self, inputs: list, tokenizer=None) -> list[int | None]:
+        """How many tokens each input takes before truncation (a record's texts as a pair), None
+        for every input when the task reads long inputs in windows (``long_inputs = "windows"``:
+        NER, QA), which loses nothing. ``tokenizer``: another copy of the model's, for a thread
+        other than the one predicting (a tokenizer's truncation settings are shared state)."""
+        if getattr(self.task, "long_inputs", "truncate") == "windows":
+            return [None] * len(inputs)
+        tokenizer = tokenizer or self.tokenizer
+        counts = []
+        for item in inputs:
+            texts = [item] if isinstance(item, str) else [item[f] for f in self.input_fields]
+            counts.append(len(tokenizer(*texts[:2], truncation=False, verbose=False)["input_ids"]))
+        return counts
+
+    # --- predicting -----------------------------------------------------------------------
+
+    def predict_examples(self, examples: list[dict], generation: GenerationSettings | None = None,
+                         streamer=None, lengths: list | None = None) -> list:
+        """Task predictions (what ``postprocess`` returns) for ``examples``, in order.
+
+        With ``lengths`` (a list), generative tasks append per example (tokens generated, whether
+        generation stopped at the length limit rather than at an end token).
+        """
+        from .batching import build_features, eval_batches, feature_lengths
+        from .evaluation import predict_features
+
+        if not examples:
+            return []
+        if generation is not None and generation.seed is not None:
+            from accelerate.utils import set_seed
+
+            set_seed(generation.seed)
+        features = build_features(self.task, self.config, self.tokenizer, examples, "predict", use_cache=False)
+        calls: list | None = [] if lengths is not None else None
+        model = _steered(self.model, generation, streamer, calls)
+        outputs = predict_features(self.accelerator, self.task, model, features, self.batch_size)
+        if lengths is not None:
+            # predict_features runs the batches of eval_batches in order: row r of call k is that batch's feature r
+            order = [i for batch in eval_batches(feature_lengths(features), self.batch_size) for i in batch]
+            rows = [row for call in calls for row in call]
+            ids = features["example_id"]
+            per_example = {ids[index]: row for index, row in zip(order, rows)} if len(rows) == len(order) else {}
+            lengths.extend(per_example.get(i, (0, False)) for i in range(len(examples)))
+        return self.task.postprocess(outputs, features, examples)
+
+    def records(self, predictions: list, examples: list[dict]) -> list[dict]:
+        return [self.task.format_prediction(p, e) for p, e in zip(predictions, examples)]
+
+    def predict(self, inputs: list) -> list[dict]:
+        """For each input (text or record), the record ``sft predict`` prints for it."""
+        examples = self.examples(list(inputs))
+        return self.records(self.predict_examples(examples), examples)
+
+    def generate(self, prompts: list[str] | None = None, conversations: list[list[dict]] | None = None,
+                 generation: GenerationSettings | None = None, streamer=None) -> list[dict]:
+        """For each prompt or chat conversation (generative tasks only): {"text", "tokens",
+        "finish_reason"} ("length" when the length limit ended it, else "stop")."""
+        if not self.generative:
+            raise SFTError(f"task {self.task_name!r} does not generate text")
+        examples = self.generation_examples(prompts, conversations)
+        lengths: list = []
+        predictions = self.predict_examples(examples, generation, streamer, lengths)
+        return [{"text": self.task.prediction_text(p), "tokens": n, "finish_reason": "length" if cut else "stop"}
+                for p, (n, cut) in zip(predictions, lengths)]
+
+    def generation_examples(self, prompts: list[str] | None = None,
+                            conversations: list[list[dict]] | None = None) -> list[dict]:
+        if conversations is not None:
+            read = getattr(self.task, "read_messages", None)
+            if read is None:
+                raise SFTError(f"task {self.task_name!r} takes no chat conversations")
+            return read(conversations)
+        return self.task.read_inputs(list(prompts or []))
+
+    def info(self) -> dict:
+        """What the model is and takes: task, labels, backend, versions (``sft serve``'s /info)."""
+        import torch
+        import transformers
+
+        from .. import __version__
+
+        state = self.task.state_dict()
+        info = {"task": self.task_name, "model": self.model_dir, "backend": self.backend,
+                "base_model": getattr(self.config, "model", None), "input_fields": list(self.input_fields),
+                "generative": self.generative, "max_length": self.config.trainer.max_length,
+                "versions": {"sft": __version__, "torch": torch.__version__, "transformers": transformers.__version__}}
+        if isinstance(state.get("labels"), list):
+            info["labels"] = state["labels"]
+        if self.backend == "onnx":
+            import onnxruntime
+
+            info["versions"]["onnxruntime"] = onnxruntime.__version__
+            info["quantize"] = getattr(self.model, "quantize", None)
+        return info
