@@ -85,7 +85,7 @@ def sft_config(args, work: Path, packing: bool):
 
 def examples_and_tokenizer(args, work: Path):
     """The training examples as sft reads them, the tokenizer, and each example's prompt and answer text."""
-    from sft_core.engine.run import _pretrained
+    from sft_core.engine import load_pretrained as _pretrained
     from sft_instruct import template
 
     host, config = sft_config(args, work, packing=False)
@@ -114,10 +114,10 @@ def peak_rss_mb() -> float:
 # --- the workers -----------------------------------------------------------------------------
 
 def run_sft(args, work: Path, packing: bool) -> dict:
-    from sft_core.engine import run as runner
+    from sft_core import engine
 
     host, config = sft_config(args, work, packing)
-    result = runner.train(config, host)
+    result = engine.train(config, host)
     losses = [r["loss"] for r in map(json.loads, (work / "metrics.jsonl").read_text().splitlines())
               if "loss" in r and "event" not in r]
     info = json.loads((work / "run_info.json").read_text())

@@ -84,9 +84,9 @@ def train_config(config: RunConfig, host=None, resume: bool | str = False, overw
         if importlib.util.find_spec("matplotlib") is None:
             raise SFTError("trainer.report=true needs matplotlib: pip install 'sft-core[report]'")
     check_output_dir(Path(config.output_dir), bool(resume), overwrite)
-    from .engine import run as runner
+    from .engine import train
 
-    return {"output_dir": config.output_dir, **runner.train(config, host, resume=resume, overwrite=overwrite)}
+    return {"output_dir": config.output_dir, **train(config, host, resume=resume, overwrite=overwrite)}
 
 
 def check_data_files(config: RunConfig, keys: tuple[str, ...] = ("train", "eval")) -> None:
@@ -136,14 +136,14 @@ def evaluation(model_dir: str, data: str | None = None, output_dir: str | None =
     """``evaluate``, returning {"metrics", "output_dir"} (where the results were written)."""
     from pathlib import Path
 
-    from .engine import run as runner
+    from .engine import evaluate_saved
     from .engine.checkpoint import TASK_FILE
 
     layers = config_layers(config, overrides)
     if task is None and not (Path(model_dir) / TASK_FILE).is_file():  # a recipe names the task of an untrained model
         task = next((layer["task"] for _, layer in reversed(layers) if layer.get("task")), None)
     stripped = [(where, {k: v for k, v in layer.items() if k != "task"}) for where, layer in layers]
-    return runner.evaluate_saved(model_dir, data, output_dir, _host(host), stripped, task_name=task)
+    return evaluate_saved(model_dir, data, output_dir, _host(host), stripped, task_name=task)
 
 
 def predict(model_dir: str, inputs: list, host=None, config: Iterable[str] = (),
@@ -151,7 +151,7 @@ def predict(model_dir: str, inputs: list, host=None, config: Iterable[str] = (),
     """For each input (a text, or a record of the task's named inputs), what ``sft predict`` prints;
     ``overrides`` as ``sft predict --set KEY=VALUE`` (e.g. {"trainer.eval_batch_size": 8}).
     Loads the model for this call; ``Predictor`` loads it once for many."""
-    from .engine.predictor import Predictor
+    from .engine import Predictor
 
     return Predictor(model_dir, _host(host), config_layers(config, overrides)).predict(list(inputs))
 

@@ -27,6 +27,11 @@ DATA_DIR_ENV = "SFT_DATA_DIR"  # what "{data_dir}" in a config file stands for
 DEFAULT_DATA_DIR = "../shared/data"
 
 
+def cache_root() -> Path:
+    """Where sft caches what it derives from data and models: ``$SFT_CACHE_DIR``, else ``~/.cache/sft``."""
+    return Path(os.environ.get("SFT_CACHE_DIR") or Path.home() / ".cache" / "sft")
+
+
 @dataclass
 class DataConfig:
     """Where the data comes from. Tasks subclass it to add their own keys (columns, formats)."""

@@ -39,6 +39,7 @@ import pytest
 import yaml
 
 # the tiny model builders are part of the kit's public names
+from .task import roles
 from .models.tiny import DECODER_FAMILIES, example_texts, tiny_bert, tiny_decoder  # noqa: F401
 
 #: Modules the entry-point module of a plugin must not import (they make every ``sft`` call slow).
@@ -183,7 +184,7 @@ def prepare(case: Case, model_dir: str, workdir: Path) -> Prepared:
     evaluation = _limit(task.load("eval", config.data.eval), case.max_eval_examples)
     assert train and evaluation, f"task {case.task!r}: the training or evaluation data is empty"
     task.setup(train)
-    from .engine.run import load_model
+    from .engine.loading import load_model
 
     tokenizer, model = load_model(task, model_dir)  # as the engine loads it (pad token resolved)
     return Prepared(spec, config, task, tokenizer, model, train, evaluation,
@@ -196,7 +197,7 @@ def check_entry_point_imports_no_torch(case: Case) -> None:
     spec = _spec(_host(), case.task)
     if spec.distribution is None:
         pytest.skip(f"task {spec.name!r} is registered in-process, not through an entry point")
-    code = ("import json, sys\nfrom sft_core.host.manager import PluginHost\nhost = PluginHost()\n"
+    code = ("import json, sys\nfrom sft_core.host import PluginHost\nhost = PluginHost()\n"
             "print(json.dumps({'tasks': sorted(host.tasks), 'failed': [p.error for p in host.failed],"
             f" 'heavy': sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules)}}))")
     env = {k: v for k, v in os.environ.items() if k != "SFT_DISABLE_PLUGINS"}
@@ -265,7 +266,7 @@ def check_loss_is_a_scalar_with_a_gradient(prepared: Prepared) -> None:
     model = prepared.model
     model.train()
     model.zero_grad(set_to_none=True)
-    compute_loss = getattr(prepared.task, "compute_loss", None)  # optional: the engine uses it when given
+    compute_loss = roles(prepared.task).compute_loss  # optional: the engine uses it when given
     source = "task.compute_loss(model, batch)" if compute_loss else "model(**collate(features)).loss"
     try:
         loss = compute_loss(model, batch) if compute_loss else model(**batch).loss
@@ -300,7 +301,7 @@ def check_collate_shapes_agree(prepared: Prepared) -> None:
 def predict(prepared: Prepared) -> list:
     """The untrained model's predictions for the evaluation examples, through the engine's loop."""
     from .engine.evaluation import predict_features
-    from .engine.run import make_accelerator
+    from .engine.precision import make_accelerator
 
     outputs = predict_features(make_accelerator(prepared.config), prepared.task, prepared.model,
                                prepared.eval_features, prepared.config.trainer.eval_batch_size)
@@ -321,7 +322,7 @@ def check_one_prediction_per_example(prepared: Prepared) -> None:
 def _predict_examples(prepared: Prepared, examples: list[dict], split: str = "predict") -> list:
     from .engine.batching import build_features
     from .engine.evaluation import predict_features
-    from .engine.run import make_accelerator
+    from .engine.precision import make_accelerator
 
     features = build_features(prepared.task, prepared.config, prepared.tokenizer, examples, split, use_cache=False)
     outputs = predict_features(make_accelerator(prepared.config), prepared.task, prepared.model, features,
@@ -369,7 +370,7 @@ def check_shuffled_features_map_back(prepared: Prepared) -> None:
     import random
 
     from .engine.evaluation import predict_features
-    from .engine.run import make_accelerator
+    from .engine.precision import make_accelerator
 
     features = prepared.eval_features
     order = list(range(len(features)))
@@ -410,7 +411,7 @@ def check_malformed_data_is_a_data_error(case: Case, workdir: Path) -> None:
 
 def check_gold_predictions_score_perfectly(prepared: Prepared, case: Case) -> None:
     task = prepared.task
-    if not hasattr(task, "gold_predictions"):
+    if roles(task).gold_predictions is None:
         pytest.skip(f"task {case.task!r} has no gold_predictions(examples); add it to enable this check")
     gold = task.gold_predictions(prepared.eval_examples)
     assert len(gold) == len(prepared.eval_examples), f"{len(gold)} gold predictions for {len(prepared.eval_examples)} examples"
@@ -427,26 +428,26 @@ def check_gold_predictions_score_perfectly(prepared: Prepared, case: Case) -> No
 
 def run_engine(case: Case, model_dir: str, output_dir: Path) -> dict:
     """A short ``sft run`` of the task (``case.steps`` steps, one evaluation at the end); its result."""
-    from .engine import run as runner
+    from . import engine
 
     host = _host()
-    return runner.train(_config(_spec(host, case.task), case, model_dir, output_dir), host)
+    return engine.train(_config(_spec(host, case.task), case, model_dir, output_dir), host)
 
 
 def check_saved_model_reloads_and_predicts_the_same(output_dir: Path, result: dict, case: Case) -> None:
     """``output_dir/model``, reloaded as ``sft eval`` does, gives the run's predictions files and metrics."""
-    from .engine import run as runner
+    from . import engine
     from .task import prediction_files
 
     assert result["train"]["train_steps"] == case.steps and result["eval"] is not None
     saved = output_dir / "model"
     from .engine.checkpoint import TASK_FILE
 
-    _, _, task = runner.load_saved(str(saved), _host(), [])
+    _, _, task = engine.load_saved(str(saved), _host(), [])
     # the run's own evaluation data (data=None), limited as the run was: sft eval reads it whole unless told
     trained_with = json.loads((saved / TASK_FILE).read_text(encoding="utf-8"))["config"]["data"]
     limit = [("the run's data.max_eval_samples", {"data.max_eval_samples": trained_with.get("max_eval_samples")})]
-    again = runner.evaluate_saved(str(saved), None, str(output_dir / "reloaded"), _host(), limit)
+    again = engine.evaluate_saved(str(saved), None, str(output_dir / "reloaded"), _host(), limit)
     for name in prediction_files(task):
         if (output_dir / name).is_file():
             difference = _same(_read_output(output_dir / name), _read_output(output_dir / "reloaded" / name), name)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sft_core.config import build_config
@@ -57,13 +60,13 @@ def make_config(host: PluginHost, task: str = "classification", **values):
 
 
 def train_tiny(tmp_path: Path, model: str, extra_plugins=(), resume=False, **values) -> dict:
-    from sft_core.engine import run as runner
+    from sft_core import engine
 
     host = PluginHost(extra_plugins=tuple(extra_plugins))
     defaults = {"model": model, "output_dir": str(tmp_path), "trainer.lr": 1e-3, "trainer.batch_size": 16,
                 "trainer.eval_batch_size": 16}
     config = make_config(host, **{**defaults, **values})
-    return runner.train(config, host, resume=resume)
+    return engine.train(config, host, resume=resume)
 
 
 def install_distribution(monkeypatch, folder: Path, distribution: str, entry_point: str, source: str) -> None:
@@ -143,3 +146,84 @@ def constructed_texts() -> list[str]:
     """Every word of the constructed data sets, for training a tiny tokenizer."""
     words = [*NEUTRAL, *POSITIVE, *NEGATIVE, *PEOPLE, *PLACES, "New", "York"]
     return [" ".join(words), *words, " ".join(reversed(words))]
+
+
+# --- commands as a user runs them: exit codes, output, servers, terminals ---------------------
+
+def ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(process: subprocess.Popen, url: str, deadline_s: float = 300) -> None:
+    """Until /ready answers 200 (the model is loaded); fails at once if the server process exits."""
+    import httpx
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"sft serve exited with {process.returncode}: {process.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)  # polling for a state, not waiting for time to pass
+    raise AssertionError("sft serve never became ready")
+
+
+class Terminal:
+    """A process on a pseudo-terminal: what a user types, and what the terminal shows."""
+
+    def __init__(self, args: list[str], env: dict, cwd=None):
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd, close_fds=True)
+        os.close(slave)
+        self.shown = ""
+
+    def read_until(self, text: str, start: int = 0, deadline_s: float = 300) -> str:
+        """What the terminal shows from ``start`` on, once ``text`` appears there (the deadline is
+        only against a hang, not a timing check)."""
+        deadline = time.monotonic() + deadline_s
+        while text not in self.shown[start:]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{text!r} never appeared; the terminal shows:\n{self.shown}")
+            ready, _, _ = select.select([self.master], [], [], min(remaining, 1.0))
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096).decode("utf-8", "replace")
+                except OSError:  # the process ended and closed the terminal
+                    chunk = ""
+                if not chunk and self.process.poll() is not None:
+                    raise AssertionError(f"exited with {self.process.returncode} before {text!r}:\n{self.shown}")
+                self.shown += chunk
+            elif self.process.poll() is not None:
+                raise AssertionError(f"exited with {self.process.returncode} before {text!r}:\n{self.shown}")
+        return self.shown[start:]
+
+    def type(self, line: str) -> None:
+        os.write(self.master, (line + "\n").encode())
+
+    def close(self) -> int:
+        try:
+            return self.process.wait(timeout=120)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            os.close(self.master)

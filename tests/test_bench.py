@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sft_core.commands import bench
+from sft_core.commands.bench import recipes as bench
 from sft_core.config import build_config, load_config_file
 from sft_core.errors import ConfigError
 

@@ -9,18 +9,15 @@ and ``test_every_command_is_walked`` fails when a command appears that this modu
 from __future__ import annotations
 
 import json
-import os
 import re
-import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import SAMPLE, sft, sft_env
+from helpers import SAMPLE, Terminal, free_port, json_lines, ok, sft, sft_env, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,16 +30,6 @@ WALKED = {
     "new-task": "test_new_task_writes_a_package", "tasks": "test_tasks_and_plugins",
     "plugins": "test_tasks_and_plugins",
 }
-
-
-def ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
-
-
-def json_lines(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def test_every_command_is_walked():
@@ -100,43 +87,18 @@ def test_export_then_predict_from_the_exported_folder(classifier, tmp_path):
         assert a["score"] == pytest.approx(b["score"], abs=1e-4)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(process: subprocess.Popen, url: str, deadline_s: float = 300) -> None:
-    """Until /ready answers 200 (the model is loaded); fails at once if the server process exits."""
-    import httpx
-
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"sft serve exited with {process.returncode}: {process.stdout.read()}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=10).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)  # polling for a state, not waiting for time to pass
-    raise AssertionError("sft serve never became ready")
-
-
 def test_serve_answers_what_predict_prints(classifier):
     import httpx
 
     texts = ["great film", "awful food", "a long and slow but rewarding story"]
     expected = json_lines(ok(sft("predict", "--model", classifier / "model", *texts)).stdout)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([*sft.command, "serve", "--model", str(classifier / "model"), "--port", str(port)],
                                env=sft_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(process, url)
+        wait_ready(process, url)
         response = httpx.post(f"{url}/predict", json={"inputs": texts}, timeout=120)
         bad = httpx.post(f"{url}/predict", json={"inputs": "not a list"}, timeout=120)
         health = httpx.get(f"{url}/health", timeout=120)
@@ -219,50 +181,6 @@ def chat_model(tiny_llama, tmp_path_factory) -> Path:
            "trainer.save_every=0", "trainer.max_length=64"))
     assert json.loads((work / "run" / "eval_results.json").read_text())["exact_match"] == 100.0
     return work / "run" / "model"
-
-
-class Terminal:
-    """A process on a pseudo-terminal: what a user types, and what the terminal shows."""
-
-    def __init__(self, args: list[str], env: dict):
-        import pty
-
-        self.master, slave = pty.openpty()
-        self.process = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
-        os.close(slave)
-        self.shown = ""
-
-    def read_until(self, text: str, start: int = 0, deadline_s: float = 300) -> str:
-        """What the terminal shows from ``start`` on, once ``text`` appears there (the deadline is
-        only against a hang, not a timing check)."""
-        deadline = time.monotonic() + deadline_s
-        while text not in self.shown[start:]:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{text!r} never appeared; the terminal shows:\n{self.shown}")
-            ready, _, _ = select.select([self.master], [], [], min(remaining, 1.0))
-            if ready:
-                try:
-                    chunk = os.read(self.master, 4096).decode("utf-8", "replace")
-                except OSError:  # the process ended and closed the terminal
-                    chunk = ""
-                if not chunk and self.process.poll() is not None:
-                    raise AssertionError(f"exited with {self.process.returncode} before {text!r}:\n{self.shown}")
-                self.shown += chunk
-            elif self.process.poll() is not None:
-                raise AssertionError(f"exited with {self.process.returncode} before {text!r}:\n{self.shown}")
-        return self.shown[start:]
-
-    def type(self, line: str) -> None:
-        os.write(self.master, (line + "\n").encode())
-
-    def close(self) -> int:
-        try:
-            return self.process.wait(timeout=120)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-            os.close(self.master)
 
 
 def test_chat_in_a_terminal(chat_model):

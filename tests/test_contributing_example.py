@@ -10,7 +10,7 @@ import types
 import pytest
 
 from conftest import ROOT
-from sft_core.engine import run as runner
+from sft_core import engine
 from sft_core.host.manager import PluginHost
 from sft_core.engine.predictor import Predictor
 from sft_core.testing import make_config, tiny_bert
@@ -39,9 +39,9 @@ def test_the_documented_task_trains_evaluates_and_predicts(topic_host, tmp_path)
     config = make_config("topic", {"model": model, "output_dir": str(tmp_path / "run"), "trainer.epochs": 30,
                                    "trainer.lr": 3e-3, "trainer.batch_size": 8, "trainer.save_every": 0},
                          host=topic_host)
-    result = runner.train(config, topic_host)
+    result = engine.train(config, topic_host)
     assert result["eval"]["accuracy"] == 1.0  # the sample is learnable: each word names its topic
-    again = runner.evaluate_saved(str(tmp_path / "run" / "model"), None, str(tmp_path / "eval"), topic_host)["metrics"]
+    again = engine.evaluate_saved(str(tmp_path / "run" / "model"), None, str(tmp_path / "eval"), topic_host)["metrics"]
     assert again["accuracy"] == result["eval"]["accuracy"]
     records = Predictor(str(tmp_path / "run" / "model"), topic_host).predict(["goal today", "bread again"])
     assert records == [{"text": "goal today", "topic": "sport"}, {"text": "bread again", "topic": "food"}]

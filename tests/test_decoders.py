@@ -39,7 +39,7 @@ def data(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
 
 def _task(model_dir: str, task: str = "classification", **values):
     """A task set up on the constructed data, its tokenizer and model loaded as the engine loads them."""
-    from sft_core.engine.run import load_model
+    from sft_core.engine import load_model
 
     host = PluginHost()
     config = make_config(host, task, model=model_dir, **values)
@@ -59,11 +59,11 @@ def test_decoder_learns_and_predicts(tmp_path, decoders, data, family, task):
     metric = "accuracy" if task == "classification" else "f1"
     assert result["eval"][metric] >= 0.95, result["eval"]  # an untrained model scores about 0.5 / 0.0
 
-    from sft_core.engine import run as runner
+    from sft_core import engine
 
     inputs = ["many people in the city found the film superb", "the day was dreadful"] if task == "classification" \
         else ["Anna was seen in Paris", "friends near New York"]
-    predicted = list(runner.predict_saved(str(tmp_path / "model"), inputs, None, PluginHost()))
+    predicted = list(engine.predict_saved(str(tmp_path / "model"), inputs, None, PluginHost()))
     if task == "classification":
         assert [p["prediction"] for p in predicted] == ["positive", "negative"]
     else:

@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from sft_core import SFTError
-from sft_core.engine import run as runner  # noqa: E402
+from sft_core import engine  # noqa: E402
 from sft_core.commands.export import onnx as onnx_export  # noqa: E402
 from sft_core.host.manager import PluginHost  # noqa: E402
 from sft_core.testing import Case, _same, build_tiny_model, run_engine  # noqa: E402
@@ -48,8 +48,8 @@ def predict(model: Path, task: str) -> list[dict]:
     inputs = INPUTS[task]
     if task == "qa":
         fields = {name: [record[name] for record in inputs] for name in ("question", "context")}
-        return runner.predict_saved(str(model), [], None, PluginHost(), fields=fields)
-    return runner.predict_saved(str(model), list(inputs), None, PluginHost())
+        return engine.predict_saved(str(model), [], None, PluginHost(), fields=fields)
+    return engine.predict_saved(str(model), list(inputs), None, PluginHost())
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -61,9 +61,9 @@ def test_export_round_trip_is_equal_within_tolerance(trained, exported, task, tm
     saved = json.loads((folder / "sft_task.json").read_text())
     assert saved["task"] == task and saved["export"]["outputs"] and "input_ids" in saved["export"]["inputs"]
     # the exported folder is evaluated and predicted like the PyTorch one, with the same results
-    data = runner.load_saved(str(trained[task]), PluginHost(), [])[1].data.eval
-    torch_eval = runner.evaluate_saved(str(trained[task]), data, str(tmp_path / "torch"), PluginHost())["metrics"]
-    onnx_eval = runner.evaluate_saved(str(folder), data, str(tmp_path / "onnx"), PluginHost())["metrics"]
+    data = engine.load_saved(str(trained[task]), PluginHost(), [])[1].data.eval
+    torch_eval = engine.evaluate_saved(str(trained[task]), data, str(tmp_path / "torch"), PluginHost())["metrics"]
+    onnx_eval = engine.evaluate_saved(str(folder), data, str(tmp_path / "onnx"), PluginHost())["metrics"]
     strip = lambda m: {k: v for k, v in m.items() if not k.startswith("eval_")}  # noqa: E731
     assert _same(strip(onnx_eval), strip(torch_eval)) is None, (onnx_eval, torch_eval)
     assert _same(predict(folder, task), predict(trained[task], task)) is None
@@ -79,14 +79,14 @@ def test_int8_is_smaller_measured_and_evaluates(trained, exported, tmp_path):
     # the reported share of unchanged predictions is what the two folders predict on those examples
     from sft_core.engine.predictor import Predictor
 
-    examples = runner.load_saved(str(out), PluginHost(), [])[2].load("eval", None)[:check["examples"]]
+    examples = engine.load_saved(str(out), PluginHost(), [])[2].load("eval", None)[:check["examples"]]
     pytorch, int8 = Predictor(str(trained["classification"])), Predictor(str(out))
     same = [a["label"] == b["label"] for a, b in zip(pytorch.predict_examples(examples), int8.predict_examples(examples))]
     assert check["int8_same_predictions"] == pytest.approx(sum(same) / len(same))
     assert not (out / "model-fp32.onnx").exists()
     fp32 = exported["classification"][0] / "model.onnx"
     assert (out / "model.onnx").stat().st_size < fp32.stat().st_size
-    metrics = runner.evaluate_saved(str(out), None, str(tmp_path / "eval"), PluginHost())["metrics"]
+    metrics = engine.evaluate_saved(str(out), None, str(tmp_path / "eval"), PluginHost())["metrics"]
     assert {"accuracy", "f1"} <= set(metrics)
 
 

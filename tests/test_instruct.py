@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sft_core.errors import ConfigError, DataError, SFTError
+from sft_core.errors import ConfigError, DataError
 from sft_core.host.manager import PluginHost
 from sft_core.testing import tiny_decoder
 
@@ -193,7 +193,7 @@ def _packing_case(tmp_path, host, model, n=6, attention=None):
         config, task = task_for(host, model, tmp_path, **{"instruct.chat_template": "chatml",
                                                           "instruct.packing": packing, "trainer.max_length": 96,
                                                           "instruct.attention": attention})
-        from sft_core.engine.run import load_model
+        from sft_core.engine import load_model
 
         tokenizer, net = load_model(task, model)
         examples = task.load("train", str(data))
@@ -308,10 +308,10 @@ def test_a_tiny_model_learns_to_answer_exactly(tmp_path, llama):
     assert [p["generation"] for p in predictions] == [a for _, a in QA]  # each answer ends where it should: EOS learnt
     assert predictions[0]["prompt"] == QA[0][0] and predictions[0]["references"] == [QA[0][1]]
 
-    from sft_core.engine import run as runner
+    from sft_core import engine
 
     host = PluginHost()
-    records = runner.predict_saved(str(tmp_path / "run" / "model"), [QA[1][0], QA[3][0]], None, host)
+    records = engine.predict_saved(str(tmp_path / "run" / "model"), [QA[1][0], QA[3][0]], None, host)
     assert [r["generation"] for r in records] == [QA[1][1], QA[3][1]]
     assert records[0] == {"prompt": QA[1][0], "generation": QA[1][1]}
 
@@ -352,7 +352,7 @@ def test_max_new_tokens_follows_the_references(tmp_path, host, llama):
 
 def test_generation_is_batched_left_padded_and_matches_one_by_one(tmp_path, host, llama):
     config, task = task_for(host, llama, tmp_path, **{"instruct.chat_template": "chatml", "instruct.max_new_tokens": 6})
-    from sft_core.engine.run import load_model
+    from sft_core.engine import load_model
 
     tokenizer, model = load_model(task, llama)
     model.eval()
@@ -485,12 +485,43 @@ def test_a_prompt_naming_an_unknown_field_is_an_error(tmp_path, host, llama):
 
 
 def test_ner_entities_as_text_round_trip(host, tmp_path):
+    from sft_instruct.mixture import instruction_adapter
 
     config = make_config(host, "ner")
-    task = host.get_task("ner").factory(config)
+    adapter = instruction_adapter(host, "ner", host.get_task("ner").factory(config))
     example = {"tokens": ["John", "Smith", "met", "Mary", "in", "Paris", "and", "Paris"],
                "tags": ["B-PER", "I-PER", "O", "B-PER", "O", "B-LOC", "O", "O"]}
-    answer = task.instruction_answer(example)
+    answer = adapter.answer(example)
     assert answer == "PER: John Smith; PER: Mary; LOC: Paris"
-    assert task.instruction_prediction(answer, example)["tags"] == example["tags"]
-    assert task.instruction_prediction("none", example)["tags"] == ["O"] * 8
+    assert adapter.prediction(answer, example)["tags"] == example["tags"]
+    assert adapter.prediction("none", example)["tags"] == ["O"] * 8
+
+
+def test_instruction_adapters_come_from_the_hook_and_from_1_1_members(host):
+    """2.0 plugins register adapters through the instruct plugin's hook; a 1.1 task's four members
+    are adapted by sft_core.compat; a task with neither is told so in one line."""
+    from sft_instruct.mixture import instruction_adapter
+
+    from sft_core.compat import LegacyInstructionAdapter
+
+    task = host.get_task("classification").factory(make_config(host, "classification"))
+    assert not hasattr(task, "instruction_answer")  # contract 2.0: not a member of the task
+    assert type(instruction_adapter(host, "classification", task)).__module__ == "sft_classification.instruction"
+
+    class Legacy:
+        instruction_prompt = "Say {text}"
+
+        def instruction_fields(self, example):
+            return {"text": example["text"]}
+
+        def instruction_answer(self, example):
+            return example["text"].upper()
+
+        def instruction_prediction(self, text, example):
+            return text.lower()
+
+    adapter = instruction_adapter(host, "legacy", Legacy())
+    assert isinstance(adapter, LegacyInstructionAdapter) and adapter.prompt == "Say {text}"
+    assert adapter.answer({"text": "hi"}) == "HI" and adapter.prediction("HI", {}) == "hi"
+    with pytest.raises(ConfigError, match="does not offer its data as instructions"):
+        instruction_adapter(host, "plain", object())

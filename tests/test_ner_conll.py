@@ -23,14 +23,14 @@ pytestmark = [
 
 
 def train(tmp_path, **values):
-    from sft_core.engine import run as runner
+    from sft_core import engine
     from sft_core.config import build_config
     from sft_core.host.manager import PluginHost
 
     host = PluginHost()
     config = build_config(host.get_task("ner"), [("test", {"model": "minilm", "output_dir": str(tmp_path),
                                                            "trainer.save_every": 0, **values})])
-    return runner.train(config, host)
+    return engine.train(config, host)
 
 
 def test_minilm_learns_the_builtin_sample(tmp_path):

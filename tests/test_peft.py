@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from sft_core.models import adapters
-from sft_core.engine import run as runner
+from sft_core import engine
 from sft_core.errors import ConfigError, SFTError
 from sft_core.host.manager import PluginHost
 from sft_core.testing import tiny_bert, tiny_decoder
@@ -40,9 +40,9 @@ def _batch(model_dir: str, n: int = 6):
     from sft_core.engine.batching import build_features
     from sft_core.engine.evaluation import rows
 
-    _, config, task = runner.load_saved(model_dir, PluginHost(), [])
+    _, config, task = engine.load_saved(model_dir, PluginHost(), [])
     examples = task.load("eval", str(SAMPLE / "eval.jsonl"))[:n]
-    tokenizer, _ = runner.load_model(task, model_dir)
+    tokenizer, _ = engine.load_model(task, model_dir)
     features = build_features(task, config, tokenizer, examples, "eval", use_cache=False)
     return task.collate(rows(features, list(range(n))))
 
@@ -87,8 +87,8 @@ def test_merged_save_equals_the_adapter_model_and_loads_without_peft(tmp_path, b
     from transformers import AutoModelForSequenceClassification
 
     plain = AutoModelForSequenceClassification.from_pretrained(merged_dir).eval()  # plain transformers, no peft
-    _, _, task = runner.load_saved(str(checkpoint), PluginHost(), [])
-    _, adapted = runner.load_model(task, str(checkpoint))
+    _, _, task = engine.load_saved(str(checkpoint), PluginHost(), [])
+    _, adapted = engine.load_model(task, str(checkpoint))
     assert adapters.is_peft_model(adapted)
     adapted.eval()
     batch = {k: v for k, v in _batch(str(merged_dir)).items() if k != "labels"}
@@ -114,10 +114,10 @@ def test_adapter_only_save_reloads_for_eval_and_predict(tmp_path, backbones):
     saved = load_file(str(folder / adapters.ADAPTER_WEIGHTS))
     assert saved and all("lora_" in k or "modules_to_save" in k or ".score." in k for k in saved), sorted(saved)[:5]
 
-    again = runner.evaluate_saved(str(folder), str(SAMPLE / "eval.jsonl"), str(tmp_path / "again"), PluginHost())
+    again = engine.evaluate_saved(str(folder), str(SAMPLE / "eval.jsonl"), str(tmp_path / "again"), PluginHost())
     assert again["metrics"]["accuracy"] == pytest.approx(result["eval"]["accuracy"])
     assert (tmp_path / "again" / "predictions.jsonl").read_text() == (tmp_path / "predictions.jsonl").read_text()
-    predicted = list(runner.predict_saved(str(folder), ["a gripping, funny film"], None, PluginHost()))
+    predicted = list(engine.predict_saved(str(folder), ["a gripping, funny film"], None, PluginHost()))
     assert predicted[0]["prediction"] in ("positive", "negative")
 
 
@@ -248,8 +248,8 @@ def test_the_best_adapters_are_the_ones_merged(tmp_path, backbones):
     from transformers import AutoModelForSequenceClassification
 
     merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
-    _, _, task = runner.load_saved(str(best), PluginHost(), [])
-    _, adapted = runner.load_model(task, str(best))
+    _, _, task = engine.load_saved(str(best), PluginHost(), [])
+    _, adapted = engine.load_model(task, str(best))
     adapted.eval()
     batch = {k: v for k, v in _batch(str(tmp_path / "model")).items() if k != "labels"}
     with torch.no_grad():

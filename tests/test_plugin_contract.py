@@ -41,30 +41,32 @@ def info(host: PluginHost, name: str):
 
 
 def test_contract_versions():
-    assert sft_core.CONTRACT_VERSION == "1.1"
-    assert contract_problem("1.0") is None and contract_problem("1.1") is None
-    assert contract_problem(1) is None and contract_problem("1") is None
-    assert contract_problem("2.0") == ("targets plugin contract 2.0, but sft-core 0.1.0 provides contract 1.1; "
-                                       "install a release of the plugin made for contract 1.x or a newer sft-core")
-    assert "targets plugin contract 1.3" in contract_problem("1.3")  # needs features of a newer minor version
-    assert contract_problem(0) == ("targets plugin contract 0.0, but sft-core 0.1.0 provides contract 1.1; "
-                                   "install a release of the plugin made for contract 1.x")
+    assert sft_core.CONTRACT_VERSION == "2.0"
+    assert contract_problem("2.0") is None and contract_problem(2) is None and contract_problem("2") is None
+    # 1.x plugins load through sft_core.compat, up to 1.1, the last 1.x contract
+    assert contract_problem("1.0") is None and contract_problem("1.1") is None and contract_problem(1) is None
+    assert contract_problem("3.0") == ("targets plugin contract 3.0, but sft-core 0.1.0 provides contract 2.0; "
+                                       "install a release of the plugin made for contract 2.x or a newer sft-core")
+    assert "targets plugin contract 2.1" in contract_problem("2.1")  # needs features of a newer minor version
+    assert "targets plugin contract 1.3" in contract_problem("1.3")  # a 1.x minor that never existed
+    assert contract_problem(0) == ("targets plugin contract 0.0, but sft-core 0.1.0 provides contract 2.0; "
+                                   "install a release of the plugin made for contract 2.x")
     assert contract_problem("one").startswith("SFT_CONTRACT = 'one' is not a contract version")
 
 
 def test_incompatible_contract_is_a_failed_plugin_and_others_work():
-    host = PluginHost(extra_plugins=(plugin("sft_future", contract="2.0"), plugin("sft_current", contract="1.0")))
+    host = PluginHost(extra_plugins=(plugin("sft_future", contract="3.0"), plugin("sft_current", contract="1.0")))
     assert "sft_future-t" not in host.tasks and host.pm.get_plugin("sft_future") is None
     assert "sft_current-t" in host.tasks and "classification" in host.tasks
     assert info(host, "sft_current").contract == "1.0" and info(host, "sft_current").error is None
     result = invoke("plugins", host=host)
     lines = result.stdout.splitlines()
-    assert lines[0] == "sft-core 0.1.0, plugin contract 1.1"
-    assert ("sft_future  (sft_future)  FAILED: targets plugin contract 2.0, but sft-core 0.1.0 provides contract 1.1; "
-            "install a release of the plugin made for contract 1.x or a newer sft-core") in lines
+    assert lines[0] == "sft-core 0.1.0, plugin contract 2.0"
+    assert ("sft_future  (sft_future)  FAILED: targets plugin contract 3.0, but sft-core 0.1.0 provides contract 2.0; "
+            "install a release of the plugin made for contract 2.x or a newer sft-core") in lines
     assert "sft_current  (sft_current)  hooks: sft_register_tasks  contract 1.0" in lines
     result = invoke("tasks", host=host)
-    assert result.exit_code == 0 and "warning: plugin 'sft_future' (sft_future) failed to load: targets plugin contract 2.0" in result.stderr
+    assert result.exit_code == 0 and "warning: plugin 'sft_future' (sft_future) failed to load: targets plugin contract 3.0" in result.stderr
 
 
 @pytest.mark.parametrize("raises", [sft_core.SFTError("needs a licence key"), SystemExit(3), KeyError("x")])
@@ -88,7 +90,7 @@ def test_failing_command_registration_is_reported_and_withdrawn():
     host.register_commands(group)
     # chat: the built-in instruct plugin's command; export, new-task, report, serve and tune: the
     # core's own command plugins
-    assert sorted(group.commands) == ["chat", "export", "kept", "new-task", "report", "serve", "tune"]
+    assert sorted(group.commands) == ["bench", "chat", "export", "kept", "new-task", "report", "serve", "tune"]
     assert info(host, "sft_cmd").error == "command registration failed: RuntimeError: no config file"
     assert "sft_cmd-t" not in host.tasks and "classification" in host.tasks
 
@@ -117,7 +119,8 @@ def test_entry_point_importing_with_a_multiline_error_is_one_line(monkeypatch, t
 
     real = sft_core.host.manager.metadata.entry_points
     extra = EntryPoint(name="noisy", value="sft_noisy", group="sft")
-    monkeypatch.setattr(sft_core.host.manager.metadata, "entry_points", lambda **kw: [*real(**kw), extra])
+    monkeypatch.setattr(sft_core.host.manager.metadata, "entry_points",
+                        lambda **kw: [*real(**kw), *([extra] if kw.get("group") == "sft" else [])])
     load_plugins("noisy")
     host = PluginHost()
     assert info(host, "noisy").error == "ImportError: first line"

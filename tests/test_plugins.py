@@ -108,7 +108,12 @@ def test_sft_tasks_lists_classification_with_distribution():
 def test_sft_plugins_lists_hooks_and_version():
     result = invoke("plugins")
     assert result.exit_code == 0
-    assert f"classification  (sft-core {sft_core.__version__})  hooks: sft_register_tasks" in result.stdout.splitlines()
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"sft-core {sft_core.__version__}, plugin contract {sft_core.CONTRACT_VERSION}"
+    # the task, and the instruction adapter it offers the instruct plugin's extension point
+    assert (f"classification  (sft-core {sft_core.__version__})  hooks: sft_instruction_adapters, sft_register_tasks"
+            in lines)
+    assert any(line.startswith("instruct ") and "sft_add_hookspecs" in line for line in lines), lines
 
 
 def test_load_plugins_empty_loads_none(monkeypatch):
@@ -153,14 +158,14 @@ def test_a_model_whose_plugin_is_missing_says_which_package_to_install(tmp_path)
     import json
 
     from sft_core import SFTError
-    from sft_core.engine import run as runner
+    from sft_core import engine
 
     (tmp_path / "sft_task.json").write_text(json.dumps({
         "task": "multiple-choice", "config": {}, "state": {},
         "provider": {"module": "sft_multiple_choice.task", "distribution": "sft-multiple-choice", "version": "1.2.0"}}))
     with pytest.raises(SFTError, match=r"provided by the package 'sft-multiple-choice' \(it was saved with 1.2.0\), "
                                        r"which is not installed or not loaded: pip install sft-multiple-choice"):
-        runner.load_saved(str(tmp_path), PluginHost(), [])
+        engine.load_saved(str(tmp_path), PluginHost(), [])
 
 
 def test_disable_plugins_removes_one(monkeypatch):

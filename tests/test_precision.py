@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sft_core import hookimpl
-from sft_core.engine.run import cpu_has_native_bf16, resolve_precision
+from sft_core.engine.precision import cpu_has_native_bf16, resolve_precision
 
 from helpers import load_weights, train_tiny
 

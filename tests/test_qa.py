@@ -263,7 +263,7 @@ class GoldModel(torch.nn.Module):
 def gold_round_trip(host, qa_model, path: Path, **values):
     from sft_core.engine.batching import build_features
     from sft_core.engine.evaluation import evaluate
-    from sft_core.engine.run import make_accelerator
+    from sft_core.engine import make_accelerator
 
     values = {"trainer.max_length": 64, "qa.doc_stride": 16, "trainer.eval_batch_size": 8, **values}
     task, config = qa_task(host, **values)

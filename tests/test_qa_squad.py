@@ -163,7 +163,7 @@ def test_gold_spans_of_squad_survive_the_minilm_tokenizer():
 @needs_minilm
 def test_minilm_squad_articles_40_47(tmp_path):
     """The recipe of the README: train on articles 0-39, evaluate on 40-47 (about 40 minutes on 2 cores)."""
-    from sft_core.engine import run as runner
+    from sft_core import engine
     from sft_core.config import build_config
     from sft_core.host.manager import PluginHost
 
@@ -171,7 +171,7 @@ def test_minilm_squad_articles_40_47(tmp_path):
     config = build_config(host.get_task("qa"), [("test", {
         "model": "minilm", "output_dir": str(tmp_path), "data.train": str(SQUAD_DEV), "data.eval": str(SQUAD_DEV),
         "data.train_articles": "0-39", "data.eval_articles": "40-47", "trainer.save_every": 0})])
-    runner.train(config, host)
+    engine.train(config, host)
     results = json.loads((tmp_path / "eval_results.json").read_text())
     assert results["eval_samples"] == 1589
     assert results["f1"] >= 60 and results["exact_match"] >= 45, results

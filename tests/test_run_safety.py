@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import sft_core as sft
-from sft_core.commands import bench
+from sft_core.commands.bench import recipes as bench
 from sft_core import hookimpl
 from sft_core.engine.checkpoint import replace_dir
 from sft_core.errors import SFTError

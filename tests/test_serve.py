@@ -19,7 +19,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from sft_core.engine import run as runner  # noqa: E402
+from sft_core import engine  # noqa: E402
 from sft_core.host.manager import PluginHost  # noqa: E402
 from sft_core.engine.predictor import Predictor  # noqa: E402
 from sft_core.commands.serve.app import ServeSettings, create_app  # noqa: E402
@@ -121,9 +121,9 @@ def test_predict_route_answers_what_sft_predict_prints(models, task):
     inputs = INPUTS[task]
     if task == "qa":
         fields = {name: [record[name] for record in inputs] for name in ("question", "context")}
-        expected = runner.predict_saved(model, [], None, PluginHost(), fields=fields)
+        expected = engine.predict_saved(model, [], None, PluginHost(), fields=fields)
     else:
-        expected = runner.predict_saved(model, list(inputs), None, PluginHost())
+        expected = engine.predict_saved(model, list(inputs), None, PluginHost())
     with serving(Predictor(model)) as (url, _):
         response = httpx.post(f"{url}/predict", json={"inputs": inputs}, timeout=60)
     assert response.status_code == 200, response.text
@@ -295,7 +295,7 @@ def sse(response) -> list:
 
 def test_completions_of_a_translation_model_equal_sft_predict(models):
     model = str(models["translation"])
-    expected = [r["translation"] for r in runner.predict_saved(model, INPUTS["translation"], None, PluginHost())]
+    expected = [r["translation"] for r in engine.predict_saved(model, INPUTS["translation"], None, PluginHost())]
     with serving(Predictor(model)) as (url, _):
         body = httpx.post(f"{url}/v1/completions", json={"model": "m", "prompt": INPUTS["translation"]}, timeout=60).json()
         chat = httpx.post(f"{url}/v1/chat/completions",
@@ -441,7 +441,7 @@ def test_the_openai_client_works_against_it(models):
     """The official client, unchanged, for a translation model: completions, chat, and a stream."""
     openai = pytest.importorskip("openai")
     model = str(models["translation"])
-    expected = [r["translation"] for r in runner.predict_saved(model, INPUTS["translation"], None, PluginHost())]
+    expected = [r["translation"] for r in engine.predict_saved(model, INPUTS["translation"], None, PluginHost())]
     with serving(Predictor(model)) as (url, _):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         completion = client.completions.create(model="model", prompt=INPUTS["translation"][0])

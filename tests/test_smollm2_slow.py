@@ -53,7 +53,7 @@ def test_gguf_is_converted_once_to_an_identical_model(tmp_path, monkeypatch, cap
 
 @pytest.mark.skipif(not (SHARED_DATA / "glue" / "SST-2").is_dir(), reason="../shared/data not available")
 def test_smollm2_lora_classifies_sst2_sentences(tmp_path):
-    from sft_core.engine import run as runner
+    from sft_core import engine
     from sft_core.host.manager import PluginHost
 
     from helpers import train_tiny
@@ -66,7 +66,7 @@ def test_smollm2_lora_classifies_sst2_sentences(tmp_path):
     assert result["eval"]["accuracy"] >= 0.75  # the untrained head: about 0.5; measured 0.80
     info = json.loads((tmp_path / "run_info.json").read_text())["parameters"]
     assert info["trainable"] < 0.05 * info["total"]
-    again = runner.evaluate_saved(str(tmp_path / "model"), str(sst2 / "dev.tsv"), str(tmp_path / "again"), PluginHost(),
+    again = engine.evaluate_saved(str(tmp_path / "model"), str(sst2 / "dev.tsv"), str(tmp_path / "again"), PluginHost(),
                                   [("test", {"data.max_eval_samples": 128})])
     assert again["metrics"]["accuracy"] == pytest.approx(result["eval"]["accuracy"])
 
@@ -75,7 +75,7 @@ def test_smollm2_instruct_masks_packing_and_a_short_run(tmp_path):
     """On the real tokenizer (pad = EOS = <|im_end|>, ChatML with a default system prompt): the
     answers' labels end with <|im_end|>, the model keeps packed examples apart, and a short LoRA run
     on SST-2 as an instruction beats the untrained model measured the same way."""
-    from sft_core.engine import run as runner
+    from sft_core import engine
     from sft_core.host.manager import PluginHost
 
     from helpers import make_config
@@ -90,7 +90,9 @@ def test_smollm2_instruct_masks_packing_and_a_short_run(tmp_path):
               "trainer.save_every": 0, "trainer.eval_every": 0}
     config = make_config(host, "instruct", **values)
     task = host.get_task("instruct").factory(config)
-    tokenizer = task.load_tokenizer(runner.resolve_model("smollm2"))
+    from sft_core.kit import resolve_model
+
+    tokenizer = task.load_tokenizer(resolve_model("smollm2"))
     examples = task.load("train", str(sst2 / "train.tsv"))[:2]
     features = task.preprocess({k: [e[k] for e in examples] for k in examples[0]} | {"example_id": [0, 1]})
     for ids, labels, example in zip(features["input_ids"], features["labels"], examples):
@@ -98,7 +100,7 @@ def test_smollm2_instruct_masks_packing_and_a_short_run(tmp_path):
         assert tokenizer.decode(answer) == example["references"][0] + "<|im_end|>"
     assert task.stops == [tokenizer.eos_token_id]
 
-    zero = runner.evaluate_saved("smollm2", str(sst2 / "dev.tsv"), str(tmp_path / "zero"), host,
+    zero = engine.evaluate_saved("smollm2", str(sst2 / "dev.tsv"), str(tmp_path / "zero"), host,
                                  [("test", {k: v for k, v in values.items() if k != "output_dir"})], task_name="instruct")
-    result = runner.train(config, host)  # packing: the start-up check ran on the real model
+    result = engine.train(config, host)  # packing: the start-up check ran on the real model
     assert result["eval"]["accuracy"] > zero["metrics"]["accuracy"] + 0.1, (zero["metrics"], result["eval"])

@@ -196,7 +196,7 @@ def _sequences(n: int, seed: int, transform) -> list[str]:
 
 @pytest.mark.parametrize("name, transform", [("copy", lambda s: s), ("reverse", lambda s: s[::-1])])
 def test_a_tiny_model_learns_to_copy_and_reverse_exactly(tmp_path, name, transform):
-    from sft_core.engine import run as runner
+    from sft_core import engine
 
     (tmp_path / "train.jsonl").write_text("\n".join(_sequences(600, 1, transform)) + "\n")
     (tmp_path / "eval.jsonl").write_text("\n".join(_sequences(30, 2, transform)) + "\n")
@@ -207,7 +207,7 @@ def test_a_tiny_model_learns_to_copy_and_reverse_exactly(tmp_path, name, transfo
         "trainer.batch_size": 16, "trainer.warmup_ratio": 0.05, "trainer.eval_every": 0, "trainer.save_every": 0,
         "translation.d_model": 64, "translation.ffn_dim": 128, "translation.encoder_layers": 2,
         "translation.decoder_layers": 2, "translation.label_smoothing": 0.0, "translation.dropout": 0.0})
-    result = runner.train(config, host)
+    result = engine.train(config, host)
     assert result["eval"]["bleu"] == pytest.approx(100.0), result["eval"]
     hypotheses = (tmp_path / "run" / "predictions.txt").read_text().splitlines()
     references = [json.loads(line)["translation"]["de"] for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
@@ -241,18 +241,18 @@ def test_run_eval_and_predict_from_the_cli(tmp_path):
 
 
 def test_an_encoder_checkpoint_warm_starts_an_encoder_decoder(tmp_path, tiny_model):
-    from sft_core.engine import run as runner
+    from sft_core import engine
 
     host = PluginHost()
     out = tmp_path / "run"
     config = make_config(host, "translation", **{"model": tiny_model, "output_dir": str(out), "trainer.max_steps": 3,
                                                  "data.max_eval_samples": 8, "trainer.save_every": 0,
                                                  "translation.num_beams": 2})
-    result = runner.train(config, host)
+    result = engine.train(config, host)
     assert result["eval"]["eval_samples"] == 8
     saved = json.loads((out / "model" / "config.json").read_text())
     assert saved["model_type"] == "encoder-decoder" and saved["decoder"]["add_cross_attention"]
-    records = list(runner.predict_saved(str(out / "model"), ["The dog runs."], None, host))
+    records = list(engine.predict_saved(str(out / "model"), ["The dog runs."], None, host))
     assert [r["source"] for r in records] == ["The dog runs."] and isinstance(records[0]["translation"], str)
 
 

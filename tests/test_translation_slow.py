@@ -12,13 +12,13 @@ pytestmark = pytest.mark.slow
 
 
 def _train(tmp_path, **values) -> dict:
-    from sft_core.engine import run as runner
+    from sft_core import engine
     from sft_core.config import build_config
     from sft_core.host.manager import PluginHost
 
     host = PluginHost()
     config = build_config(host.get_task("translation"), [("test", {"output_dir": str(tmp_path), **values})])
-    return runner.train(config, host)["eval"]
+    return engine.train(config, host)["eval"]
 
 
 def test_the_default_run_learns_the_builtin_sample(tmp_path):

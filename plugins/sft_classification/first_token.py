@@ -9,7 +9,7 @@ gradients with about a sixth fewer encoder FLOPs for a 6-layer model.
 
 from __future__ import annotations
 
-from sft_core.models.last_layer import install
+from sft_core.kit import install
 
 #: Sequence classifiers whose head reads only the first position of the last layer.
 FIRST_TOKEN_HEADS = ("BertForSequenceClassification", "RobertaForSequenceClassification",

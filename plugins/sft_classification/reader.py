@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from sft_core.errors import DataError
-from sft_core.engine.readers import json_objects
+from sft_core.kit import json_objects
 
 from .options import parse_rows
 

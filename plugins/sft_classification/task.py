@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sft_core.engine.collate import pad_inputs
+from sft_core.kit import pad_inputs
 from sft_core.errors import ConfigError, DataError
 
 from .first_token import first_token_last_layer
@@ -163,7 +163,7 @@ class ClassificationTask:
     def build_model(self, name_or_path: str):
         from transformers import AutoModelForSequenceClassification
 
-        from sft_core.models.backbone import with_head
+        from sft_core.kit import with_head
 
         if self.regression:
             kwargs = {"num_labels": 1, "problem_type": "regression"}
@@ -312,40 +312,6 @@ class ClassificationTask:
         if prediction["score"] is not None:
             record["score"] = round(prediction["score"], 6)
         return record
-
-    # --- the data as instructions (contract 1.1; the instruct task's data.source_task) ----------
-    instruction_prompt = "Classify this text.\n\n{text}"
-
-    def instruction_fields(self, example: dict) -> dict[str, str]:
-        return {"text": example["text"], "text_pair": example.get("text_pair") or ""}
-
-    def instruction_answer(self, example: dict) -> str:
-        if self.regression:
-            return f"{float(example['label']):.2f}".rstrip("0").rstrip(".")
-        if self.multi_label:
-            return ", ".join(k for k in self.labels if k in self._keys(example["label"])) or "none"
-        return _label_key(example["label"])
-
-    def instruction_prediction(self, text: str, example: dict) -> dict:
-        """The label a generated answer names: the whole answer, else the label name that comes first in it;
-        an answer naming no label counts as wrong (a regression answer without a number: 0)."""
-        if self.regression:
-            import re
-
-            found = re.search(r"-?\d+(?:\.\d+)?", text)
-            return {"label": float(found.group()) if found else 0.0, "score": None}
-        if self.multi_label:  # every label the answer names
-            named = {part.strip().lower() for part in text.split(",")}
-            chosen = [label for label in self.labels if label.lower() in named]
-            return {"label": chosen, "scores": {label: float(label in chosen) for label in self.labels}}
-        answer = text.strip().lower()
-        by_name = {label.lower(): label for label in self.labels}
-        found = [(answer.find(name), -len(name), by_name[name]) for name in by_name if name in answer]
-        label = by_name.get(answer) or (min(found)[2] if found else None)
-        if label is None:
-            gold = _label_key(example["label"]) if example.get("label") is not None else None
-            label = next((name for name in self.labels if name != gold), self.labels[0])
-        return {"label": label, "score": None}
 
     def read_inputs(self, texts: list[str]) -> list[dict]:
         examples = []

@@ -36,6 +36,14 @@ def sft_register_tasks(register):
 
 
 @hookimpl
+def sft_add_hookspecs(add):
+    """Opens the extension point ``sft_instruction_adapters`` (tasks offering their data as instructions)."""
+    from . import hookspecs
+
+    add(hookspecs)
+
+
+@hookimpl
 def sft_register_commands(cli):
     from .chat import chat_command
 

@@ -19,7 +19,7 @@ def chat_session(model: str, host, read: Callable[[str], str], write: Callable[[
     """Run a chat until ``read`` raises EOFError or returns ``/exit``; returns the last conversation."""
     from transformers import TextStreamer
 
-    from sft_core.engine.run import prepare_for_inference
+    from sft_core.engine import prepare_for_inference
 
     task, tokenizer, model_obj = prepare_for_inference(model, host, "instruct", list(layers))
     if not hasattr(task, "generate"):

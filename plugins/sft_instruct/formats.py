@@ -20,7 +20,7 @@ import gzip
 from pathlib import Path
 
 from sft_core.errors import DataError
-from sft_core.engine.readers import json_objects
+from sft_core.kit import json_objects
 
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",

@@ -1,14 +1,9 @@
 """Mixtures of sources, and other tasks' data as instructions (no torch here).
 
 A *source* is one dataset: instruction records, or another task's data read through that task's
-own reader (``source_task``). A task offers its data as instructions with the optional methods of
-plugin contract 1.1 (CONTRIBUTING.md, "Instruction data"):
-
-- ``instruction_prompt``: the default user message, a format string over the fields below;
-- ``instruction_fields(example) -> {name: text}``: what the prompt can refer to;
-- ``instruction_answer(example) -> text``: the answer the model should write;
-- ``instruction_prediction(text, example) -> prediction``: a generated answer turned into the form
-  the task's ``postprocess`` returns, so that the task's own ``compute_metrics`` scores it.
+own reader (``source_task``). A task offers its data as instructions through an instruction adapter
+its plugin registers with this plugin's hook ``sft_instruction_adapters`` (``hookspecs``); a task
+written for contract 1.1 offers it with four members of its own, adapted by ``sft_core.compat``.
 
 The training mixture is drawn once per run from ``trainer.seed``: the same configuration gives the
 same examples in the same order, so a resumed run continues exactly (batches are a function of the
@@ -24,8 +19,7 @@ import string
 from typing import Any
 
 from sft_core.errors import ConfigError, DataError
-
-METHODS = ("instruction_fields", "instruction_answer", "instruction_prediction")
+from sft_core.task import roles
 
 
 def fill_prompt(prompt: str, fields: dict[str, str], where: str) -> str:
@@ -35,6 +29,26 @@ def fill_prompt(prompt: str, fields: dict[str, str], where: str) -> str:
         raise ConfigError(f"{where}: the prompt names {{{missing[0]}}}, but the source offers "
                           f"{', '.join('{' + f + '}' for f in fields) or 'no fields'}")
     return prompt.format(**fields)
+
+
+def instruction_adapter(host, name: str, task):
+    """The instruction adapter of task ``name`` (registered through ``sft_instruction_adapters``, or
+    made by ``sft_core.compat`` from a 1.1 task's own members); a one-line error when it has none."""
+    from sft_core import compat
+
+    factories: dict = {}
+
+    def register(task_name: str, factory) -> None:
+        factories.setdefault(task_name, factory)
+
+    hook = getattr(host.hook, "sft_instruction_adapters", None)
+    if hook is not None:
+        hook(register=register)
+    adapter = factories[name](task) if name in factories else compat.legacy_instruction_adapter(task)
+    if adapter is None:
+        raise ConfigError(f"task {name!r} does not offer its data as instructions: its plugin registers no "
+                          "instruction adapter (hook sft_instruction_adapters of the instruct plugin)")
+    return adapter
 
 
 class SourceTask:
@@ -51,11 +65,8 @@ class SourceTask:
         layer = {"data": dict(source["source_data"]), "trainer": {"max_length": base_config.trainer.max_length}}
         self.config = build_config(spec, [(f"source {self.name!r} (source_data)", layer)])
         self.task = spec.factory(self.config)
-        missing = [m for m in METHODS if not callable(getattr(self.task, m, None))]
-        if missing:
-            raise ConfigError(f"source {self.name!r}: task {name!r} does not offer its data as instructions "
-                              f"(it lacks {', '.join(missing)}; plugin contract 1.1)")
-        self.prompt = source["prompt"] or getattr(self.task, "instruction_prompt", None)
+        self.adapter = instruction_adapter(host, name, self.task)
+        self.prompt = source["prompt"] or getattr(self.adapter, "prompt", None)
         if not self.prompt:
             raise ConfigError(f"source {self.name!r}: task {name!r} has no default prompt; set prompt")
         self.verbalizer = {str(k): str(v) for k, v in source["verbalizer"].items()}
@@ -71,11 +82,11 @@ class SourceTask:
             self.ready = True
 
     def answer(self, example: dict) -> str:
-        text = self.task.instruction_answer(example)
+        text = self.adapter.answer(example)
         return self.verbalizer.get(text, text)
 
     def user_message(self, example: dict) -> str:
-        return fill_prompt(self.prompt, self.task.instruction_fields(example), f"source {self.name!r}")
+        return fill_prompt(self.prompt, self.adapter.fields(example), f"source {self.name!r}")
 
     def prediction(self, text: str, example: dict):
         words = text.strip()
@@ -83,14 +94,14 @@ class SourceTask:
         if self.unverbal:  # the whole answer, else the answer word that comes first in it
             found = [(key.find(word), -len(word), label) for word, label in self.unverbal.items() if word in key]
             words = self.unverbal.get(key) or (min(found)[2] if found else words)
-        return self.task.instruction_prediction(words, example)
+        return self.adapter.prediction(words, example)
 
     def score(self, predictions: list, examples: list[dict]) -> dict[str, Any]:
         return self.task.compute_metrics(predictions, examples)
 
     def perfect(self, examples: list[dict]) -> float | None:
         """The main metric of gold predictions (1 or 100), to put sources on one scale; None if unknown."""
-        gold = getattr(self.task, "gold_predictions", None)
+        gold = roles(self.task).gold_predictions
         if gold is None or not examples:
             return None
         return float(self.task.compute_metrics(gold(examples), examples)[self.task.main_metric])

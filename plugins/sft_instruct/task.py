@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sft_core.errors import ConfigError, DataError, SFTError
+from sft_core.task import roles
 
 from . import template
 from .formats import read_conversations
@@ -32,7 +33,7 @@ DEFAULT_NEW_TOKENS = 256
 
 
 def _host():
-    from sft_core.host.manager import PluginHost
+    from sft_core.host import PluginHost
 
     return PluginHost()
 
@@ -78,7 +79,7 @@ class InstructTask:
             directions.update({prefix + name: "lower" for name in lower})
             source = self._source(index)
             if source is not None:
-                declared = getattr(source.task, "metric_directions", None) or {}
+                declared = roles(source.task).metric_directions or {}
                 directions.update({prefix + name: metric_direction(source.task, name) for name in declared})
                 directions.update({name: metric_direction(source.task, name) for name in declared}
                                   if len(self.sources) == 1 else {})
@@ -94,7 +95,7 @@ class InstructTask:
 
     # --- data ---------------------------------------------------------------------------------
     def _read(self, index: int, split: str, path) -> list[dict]:
-        from sft_core.engine.sources import resolve
+        from sft_core.kit import resolve_data as resolve
 
         spec = self.sources[index]
         path = resolve(path) if isinstance(path, str) else path
@@ -199,7 +200,7 @@ class InstructTask:
     def build_model(self, name_or_path: str):
         from transformers import AutoModelForCausalLM
 
-        from sft_core.models.backbone import with_head
+        from sft_core.kit import with_head
 
         kwargs = {"attn_implementation": self.options.attention} if self.options.attention else {}
         model = with_head(AutoModelForCausalLM, name_or_path, "causal language modelling", dtype=torch.float32, **kwargs)

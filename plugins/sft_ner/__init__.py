@@ -28,3 +28,15 @@ def sft_register_tasks(register):
         # and lr 3e-4 give the sample 0.69
         defaults={"trainer": {"lr": 3e-4, "batch_size": 16}},
     )
+
+
+def _instruction_adapter(task):
+    from .instruction import InstructionAdapter
+
+    return InstructionAdapter(task)
+
+
+@hookimpl(optionalhook=True)  # the instruct plugin's extension point, if it is installed
+def sft_instruction_adapters(register):
+    """The ner task's data as instructions (the instruct task's ``data.source_task: ner``)."""
+    register("ner", _instruction_adapter)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from sft_core.errors import DataError
-from sft_core.engine.readers import json_objects
+from sft_core.kit import json_objects
 
 from .schemes import detect_scheme, first_violation, split_tag, to_iob2
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sft_core.models import last_layer
+from sft_core import kit as last_layer  # install, reading, positions_of
 from sft_core.errors import ConfigError, DataError, SFTError
 
 from .alignment import IGNORE, best_positions, encode, word_prefix
@@ -102,7 +102,7 @@ class NERTask:
     def build_model(self, name_or_path: str):
         from transformers import AutoModelForTokenClassification
 
-        from sft_core.models.backbone import with_head
+        from sft_core.kit import with_head
 
         model = with_head(AutoModelForTokenClassification, name_or_path, "token classification",
                           num_labels=len(self.labels), id2label=dict(enumerate(self.labels)),
@@ -202,40 +202,6 @@ class NERTask:
             for prediction, example in zip(predictions, examples):
                 record = {"tokens": example["tokens"], "gold_tags": example["tags"], "pred_tags": prediction["tags"]}
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-    # --- the data as instructions (contract 1.1; the instruct task's data.source_task) ----------
-    instruction_prompt = ("List the named entities in this sentence, each as TYPE: words, separated by semicolons; "
-                          "answer none if there are none.\n\n{text}")
-
-    def instruction_fields(self, example: dict) -> dict[str, str]:
-        return {"text": " ".join(example["tokens"])}
-
-    def instruction_answer(self, example: dict) -> str:
-        """Entities as text, in sentence order: ``PER: John Smith; LOC: Paris`` (``none`` without any)."""
-        words = example["tokens"]
-        spans = [f"{kind}: {' '.join(words[first:end])}" for kind, first, end in entity_spans(example["tags"])]
-        return "; ".join(spans) or "none"
-
-    def instruction_prediction(self, text: str, example: dict) -> dict:
-        """IOB2 tags from ``TYPE: words; ...``: each entity's words are placed at their first
-        occurrence after the previous entity (else anywhere still untagged); unparseable parts are ignored."""
-        words = example["tokens"]
-        tags = ["O"] * len(words)
-        cursor = 0
-        for part in text.replace("\n", ";").split(";"):
-            kind, sep, span = part.partition(":")
-            kind, entity = kind.strip(), span.split()
-            if not sep or not kind or not entity or " " in kind:
-                continue
-            n = len(entity)
-            starts = [i for i in range(len(words) - n + 1) if words[i:i + n] == entity
-                      and all(t == "O" for t in tags[i:i + n])]
-            if not starts:
-                continue
-            start = next((i for i in starts if i >= cursor), starts[0])
-            tags[start:start + n] = [f"B-{kind}"] + [f"I-{kind}"] * (n - 1)
-            cursor = start + n
-        return {"tags": tags, "scores": [1.0] * len(words)}
 
     def read_inputs(self, texts: list[str]) -> list[dict]:
         examples = []

@@ -25,3 +25,15 @@ def sft_register_tasks(register):
         summary="Extractive question answering (SQuAD v1.1/v2.0 JSON, JSONL); official EM/F1.",
         defaults={"trainer": {"max_length": 384, "lr": 1e-4, "epochs": 2.0, "batch_size": 16}},
     )
+
+
+def _instruction_adapter(task):
+    from .instruction import InstructionAdapter
+
+    return InstructionAdapter(task)
+
+
+@hookimpl(optionalhook=True)  # the instruct plugin's extension point, if it is installed
+def sft_instruction_adapters(register):
+    """The qa task's data as instructions (the instruct task's ``data.source_task: qa``)."""
+    register("qa", _instruction_adapter)

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from sft_core.errors import DataError
-from sft_core.engine.readers import json_objects
+from sft_core.kit import json_objects
 
 
 def parse_articles(text: str, key: str) -> list[int]:

@@ -142,7 +142,7 @@ class QATask:
     def build_model(self, name_or_path: str):
         from transformers import AutoModelForQuestionAnswering
 
-        from sft_core.models.backbone import with_head
+        from sft_core.kit import with_head
 
         return with_head(AutoModelForQuestionAnswering, name_or_path, "question answering (span)")
 
@@ -274,22 +274,6 @@ class QATask:
                                                    else 0.0 for p in predictions})
 
     # --- sft predict --------------------------------------------------------------------------
-    # --- the data as instructions (contract 1.1; the instruct task's data.source_task) ----------
-    instruction_prompt = ("Answer the question with a short span copied from the context.\n\n"
-                          "Context: {context}\n\nQuestion: {question}")
-
-    def instruction_fields(self, example: dict) -> dict[str, str]:
-        return {"question": example["question"], "context": example["context"], "title": example.get("title") or ""}
-
-    def instruction_answer(self, example: dict) -> str:
-        """The first gold answer ("" for an unanswerable question)."""
-        texts = example["answers"]["text"]
-        return texts[0] if texts else ""
-
-    def instruction_prediction(self, text: str, example: dict) -> dict:
-        return {"id": example["id"], "text": text.strip(), "start": None, "end": None, "score": None,
-                "probability": None, "null_score_diff": None}
-
     def read_inputs(self, texts: list[str]) -> list[dict]:
         if len(texts) % 2:
             raise SFTError("qa takes a question and its context per input: give TEXT arguments in pairs "

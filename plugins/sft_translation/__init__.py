@@ -32,3 +32,15 @@ def sft_register_tasks(register):
                   "trainer": {"lr": 5e-4, "epochs": 12, "batch_size": 32, "warmup_ratio": 0.1,
                               "weight_decay": 0.0}},
     )
+
+
+def _instruction_adapter(task):
+    from .instruction import InstructionAdapter
+
+    return InstructionAdapter(task)
+
+
+@hookimpl(optionalhook=True)  # the instruct plugin's extension point, if it is installed
+def sft_instruction_adapters(register):
+    """The translation task's data as instructions (the instruct task's ``data.source_task: translation``)."""
+    register("translation", _instruction_adapter)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from sft_core.errors import DataError
-from sft_core.engine.readers import json_objects
+from sft_core.kit import json_objects
 
 
 def _open(path: Path):

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sft_core.engine.collate import pad_inputs
+from sft_core.kit import pad_inputs
 from sft_core.errors import ConfigError, SFTError
-from sft_core.models.aliases import resolve_model
+from sft_core.kit import resolve_model
 
 from .metrics import translation_metrics
 from .modeling import LANGUAGE_NAMES, max_positions, pretrained_model, scratch_model, train_tokenizer
@@ -168,20 +168,6 @@ class TranslationTask:
     def write_predictions(self, path: Path, predictions: list[str], examples: list[dict]) -> None:
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(p + "\n" for p in predictions)
-
-    # --- the data as instructions (contract 1.1; the instruct task's data.source_task) ----------
-    instruction_prompt = "Translate this {source_lang} sentence into {target_lang}.\n\n{source}"
-
-    def instruction_fields(self, example: dict) -> dict[str, str]:
-        data = self.config.data
-        return {"source": example["source"], "source_lang": LANGUAGE_NAMES.get(data.source_lang, data.source_lang),
-                "target_lang": LANGUAGE_NAMES.get(data.target_lang, data.target_lang)}
-
-    def instruction_answer(self, example: dict) -> str:
-        return example["target"] or ""
-
-    def instruction_prediction(self, text: str, example: dict) -> str:
-        return " ".join(text.split())
 
     def read_inputs(self, texts: list[str]) -> list[dict]:
         return [{"source": text, "target": None, "line": 0} for text in texts]

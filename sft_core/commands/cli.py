@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
 from .. import api
 from ..errors import SFTError, TrainingInterrupted
 from ..host.manager import PluginHost
+from .common import host_of
 
 
 class _Group(click.Group):
@@ -29,16 +29,6 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted; checkpoints already written are kept (resume with --resume)", err=True)
             ctx.exit(130)
-
-
-def _host(ctx) -> PluginHost:
-    host = ctx.find_root().obj
-    for warning in getattr(host, "warnings", ()):
-        click.echo(f"warning: {warning}", err=True)
-    for failed in host.failed:
-        click.echo(f"warning: plugin {failed.name!r} ({failed.distribution or failed.module}) failed to load: "
-                   f"{failed.error}", err=True)
-    return host
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,7 +67,7 @@ def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from
     SIGINT (Ctrl-C) or SIGTERM write a checkpoint at the end of the current step and exit with
     130 or 143; --resume continues from it exactly.
     """
-    host = _host(ctx)
+    host = host_of(ctx)
     config = api.run_config(task, model, train, eval_, output_dir, configs, list(overrides), host,
                             source="command-line options")
     if print_config:
@@ -108,7 +98,7 @@ def eval_(ctx, model_dir, task_name, configs, data, output_dir, settings, overri
     The whole file is scored: the training run's data.max_eval_samples does not apply here, only
     limits given to this command (--set, KEY=VALUE or --config).
     """
-    result = api.evaluation(model_dir, data, output_dir, task_name, configs, [*overrides, *settings], _host(ctx))
+    result = api.evaluation(model_dir, data, output_dir, task_name, configs, [*overrides, *settings], host_of(ctx))
     click.echo(json.dumps(result["metrics"], indent=2))
     click.echo(f"written to {result['output_dir']}", err=True)
 
@@ -148,16 +138,16 @@ def predict(ctx, model_dir, input_path, settings, texts):
     options a task declares, e.g. for qa:
     sft predict --model runs/qa/model --question "Who?" --context "..."
     """
-    host = _host(ctx)
+    host = host_of(ctx)
     texts, fields = _named_inputs(texts)
     if not texts and not input_path and not fields:
         raise SFTError("nothing to predict: give TEXT arguments, named inputs (--NAME VALUE) or --input FILE")
     if sum(map(bool, (texts, input_path, fields))) > 1:
         raise SFTError("give either TEXT arguments, named inputs (--NAME VALUE) or --input FILE, not several")
-    from ..engine import run as runner
+    from .. import engine
 
     layers = api.config_layers((), list(settings))
-    for record in runner.predict_saved(model_dir, list(texts), input_path, host, layers, fields=fields):
+    for record in engine.predict_saved(model_dir, list(texts), input_path, host, layers, fields=fields):
         click.echo(json.dumps(record, ensure_ascii=False))
 
 
@@ -165,7 +155,7 @@ def predict(ctx, model_dir, input_path, settings, texts):
 @click.pass_context
 def tasks(ctx):
     """List the registered tasks: name, summary, providing distribution."""
-    host = _host(ctx)
+    host = host_of(ctx)
     if not host.tasks:
         click.echo("no tasks registered (are the plugins disabled by SFT_LOAD_PLUGINS / SFT_DISABLE_PLUGINS?)")
     width = max([len(n) for n in host.tasks] + [4])
@@ -175,62 +165,11 @@ def tasks(ctx):
 
 
 @cli.command()
-@click.argument("names", nargs=-1, metavar="[SUITE|RECIPE]...")
-@click.option("--data-dir", type=click.Path(file_okay=False), envvar="SFT_DATA_DIR", show_envvar=True,
-              help="Folder of the benchmark data (glue/, conll2003/, squad/, multi30k/), what {data_dir} in a recipe "
-                   "stands for [default: ../shared/data].")
-@click.option("--quick", is_flag=True, help="Run each recipe's small `quick` subset: a smoke check of a few minutes in all.")
-@click.option("--output", default="runs/bench", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for results.json, results.md, logs/ and a run folder per recipe.")
-@click.option("--recipes-dir", type=click.Path(file_okay=False),
-              help="Folder of recipes that suite and recipe names refer to [default: configs/ of the sft checkout].")
-@click.option("--timeout-minutes", type=float, help="Stop a recipe after this many minutes and report it as failed.")
-@click.option("--list", "list_only", is_flag=True, help="List the suites and recipes with their budgets, and exit.")
-@click.pass_context
-def bench(ctx, names, data_dir, quick, output, recipes_dir, timeout_minutes, list_only):
-    """Run benchmark recipes (default: all) and write results.json and results.md.
-
-    Names are suites (all, glue, ...), recipe names (sst2, cola, ...) or recipe files. Each recipe
-    runs in its own process; one that fails is reported in the table and the others still run.
-
-    \b
-    Examples:
-      sft bench --list
-      sft bench glue --quick
-      sft bench sst2 conll2003 --data-dir ../shared/data --output runs/bench-full
-    """
-    import shlex
-
-    from . import bench as bench_module
-    from ..config import DEFAULT_DATA_DIR
-
-    host = _host(ctx)
-    folder = Path(recipes_dir) if recipes_dir else bench_module.RECIPES_DIR
-    if list_only:
-        for line in bench_module.describe(bench_module.find_recipes(folder)):
-            click.echo(line)
-        return
-    recipes = bench_module.resolve(list(names), folder)
-    data = Path(data_dir or DEFAULT_DATA_DIR)
-    if not data.is_dir():
-        raise SFTError(f"data folder not found: {data} (give --data-dir or set SFT_DATA_DIR)")
-    parts = [*names, *(["--data-dir", data_dir] if data_dir else []), *(["--quick"] if quick else []),
-             "--output", output, *(["--timeout-minutes", f"{timeout_minutes:g}"] if timeout_minutes else [])]
-    results = bench_module.bench(recipes, host, data_dir=data.resolve(), output=Path(output), quick=quick,
-                                 command="sft bench " + shlex.join(parts), timeout_minutes=timeout_minutes,
-                                 echo=lambda line: click.echo(line, err=True))
-    click.echo(f"results: {Path(output) / 'results.md'}")
-    failed = [r["recipe"] for r in results if r["status"] != "ok"]
-    if failed:
-        click.echo(f"{len(failed)} of {len(results)} recipes failed: {', '.join(failed)}", err=True)
-        ctx.exit(1)
-
-
-@cli.command()
 @click.pass_context
 def plugins(ctx):
     """List the loaded plugins with their versions and hooks, and those that failed."""
-    from .. import CONTRACT_VERSION, __version__
+    from ..task import CONTRACT_VERSION
+    from ..version import __version__
 
     host = ctx.find_root().obj
     click.echo(f"sft-core {__version__}, plugin contract {CONTRACT_VERSION}")

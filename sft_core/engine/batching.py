@@ -9,19 +9,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import random
 from pathlib import Path
 
-from .. import __version__
+from ..config import cache_root
+from ..task import roles
+from ..version import __version__
 
 
 FEATURES_REVISION = 3
-
-
-def cache_root() -> Path:
-    """Where sft caches what it derives from data: ``$SFT_CACHE_DIR``, else ``~/.cache/sft``."""
-    return Path(os.environ.get("SFT_CACHE_DIR") or Path.home() / ".cache" / "sft")
 
 
 def cache_dir() -> Path:
@@ -73,7 +69,7 @@ def build_features(task, config, tokenizer, examples: list[dict], split: str, us
                     else datasets.Dataset.from_dict({"example_id": []}))
     if "example_id" not in features.column_names:
         raise RuntimeError(f"task {config.task!r}: preprocess() must keep the 'example_id' column")
-    finish = getattr(task, "finish_features", None)  # contract 1.1: e.g. packing, truncation counts
+    finish = roles(task).finish_features  # e.g. packing, truncation counts
     return finish(features, split) if finish is not None else features
 
 

@@ -15,8 +15,6 @@ loss after the rename cannot leave a checkpoint of empty files.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import SFTError
+from .files import replace_dir, write_json
 
 TASK_FILE = "sft_task.json"
 TRAINING_STATE = "training_state.pt"
@@ -86,53 +85,7 @@ def save_model_folder(path: Path, model, tokenizer, task, config, merge: bool = 
     model.save_pretrained(path, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
-    (path / TASK_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
-
-
-def fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries (names created, renamed) to disk; a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on folders: their entries are as durable as they get
-        pass
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(folder: Path) -> None:
-    """Flush every file under ``folder`` and every folder in it to disk (one pass)."""
-    for root, _, files in os.walk(folder):
-        for name in files:
-            fsync_file(Path(root) / name)
-        fsync_dir(Path(root))
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` to ``final``, flushed to disk first; an existing ``final`` is removed only once
-    the new one is complete."""
-    fsync_tree(tmp)
-    if final.exists():
-        old = final.with_name(f".old-{final.name}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
-    fsync_dir(final.parent)
+    write_json(path / TASK_FILE, info)
 
 
 def write_model_folder(final: Path, model, tokenizer, task, config, merge: bool = False, merge_batch=None,
@@ -190,7 +143,7 @@ def save_checkpoint(folder: Path, state: TrainState, model, tokenizer, task, con
          "rng": rng if rng is not None else [rng_state()], "state": state.saved()},
         tmp / TRAINING_STATE,
     )
-    (tmp / "trainer_state.json").write_text(json.dumps(state.saved(), indent=2))
+    write_json(tmp / "trainer_state.json", state.saved())
     replace_dir(tmp, final)
     return final
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..errors import SFTError
+from ..task import roles
 
 
 @dataclass(frozen=True)
@@ -89,15 +90,17 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str, host=None, layers: Iterable[tuple[str, dict]] = (), batch_size: int | None = None):
-        from . import run as runner
         from ..host.manager import PluginHost
+        from .loading import load_model, load_saved, quiet_libraries
+        from .precision import make_accelerator
 
-        runner._quiet_libraries()
+        quiet_libraries()
         self.model_dir = str(model_dir)
         self.host = host if host is not None else PluginHost()
-        _, self.config, self.task = runner.load_saved(self.model_dir, self.host, list(layers))
-        self.accelerator = runner.make_accelerator(self.config)
-        self.tokenizer, self.model = runner.load_model(self.task, self.model_dir)
+        _, self.config, self.task = load_saved(self.model_dir, self.host, list(layers))
+        self.accelerator = make_accelerator(self.config)
+        self.tokenizer, self.model = load_model(self.task, self.model_dir)
+        self.roles = roles(self.task)
         self.model.to(self.accelerator.device)
         self.model.eval()
         self.batch_size = batch_size or self.config.trainer.eval_batch_size
@@ -110,12 +113,12 @@ class Predictor:
 
     @property
     def input_fields(self) -> tuple[str, ...]:
-        return tuple(getattr(self.task, "input_fields", ()))
+        return self.roles.input_fields
 
     @property
     def generative(self) -> bool:
         """Whether predictions are generated text (the OpenAI-style routes of ``sft serve``)."""
-        return callable(getattr(self.task, "prediction_text", None))
+        return self.roles.generative
 
     @property
     def backend(self) -> str:
@@ -154,7 +157,7 @@ class Predictor:
         for every input when the task reads long inputs in windows (``long_inputs = "windows"``:
         NER, QA), which loses nothing. ``tokenizer``: another copy of the model's, for a thread
         other than the one predicting (a tokenizer's truncation settings are shared state)."""
-        if getattr(self.task, "long_inputs", "truncate") == "windows":
+        if self.roles.long_inputs == "windows":
             return [None] * len(inputs)
         tokenizer = tokenizer or self.tokenizer
         counts = []
@@ -217,7 +220,7 @@ class Predictor:
     def generation_examples(self, prompts: list[str] | None = None,
                             conversations: list[list[dict]] | None = None) -> list[dict]:
         if conversations is not None:
-            read = getattr(self.task, "read_messages", None)
+            read = self.roles.read_messages
             if read is None:
                 raise SFTError(f"task {self.task_name!r} takes no chat conversations")
             return read(conversations)
@@ -228,7 +231,7 @@ class Predictor:
         import torch
         import transformers
 
-        from .. import __version__
+        from ..version import __version__
 
         state = self.task.state_dict()
         info = {"task": self.task_name, "model": self.model_dir, "backend": self.backend,

@@ -7,20 +7,10 @@ Imports no torch: ``sft run`` checks the folder before the slow imports.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 from ..errors import SFTError
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all (a temporary file renamed into place): an interrupted
-    write leaves the previous version."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
 
 #: Files and folders of a run that sft writes (``sft run``; ``sft eval`` next to the model: eval/;
 #: for an untrained model: zero-shot/). ``--overwrite`` removes these and the prediction files only.

@@ -13,7 +13,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from .batching import cache_root
+from ..config import cache_root
 from ..errors import SFTError
 
 PREFIX = "hf:"

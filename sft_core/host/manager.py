@@ -16,13 +16,17 @@ from typing import Any, Callable
 
 import pluggy
 
-from .. import __version__
+from ..version import __version__
 from . import hookspecs
 from ..config import DataConfig
 from ..errors import SFTError
-from ..task import CONTRACT_VERSION
+from .. import compat
 
 ENTRY_POINT_GROUP = "sft"
+#: The core's own command plugins (``sft serve``, ``sft export``, ...): entry points of the sft-core
+#: distribution, loaded always, whatever SFT_LOAD_PLUGINS / SFT_DISABLE_PLUGINS say, and registered
+#: as a third-party command would be (``sft_register_commands``).
+CORE_GROUP = "sft.core"
 PROJECT_NAME = "sft"
 
 
@@ -68,26 +72,9 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def _parse_version(value: object) -> tuple[int, int] | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value, 0
-    if isinstance(value, str):
-        major, _, minor = value.strip().partition(".")
-        if major.isdigit() and (minor.isdigit() or not minor):
-            return int(major), int(minor or 0)
-    return None
-
-
 def contract_problem(declared: object) -> str | None:
     """Why a plugin declaring ``SFT_CONTRACT = declared`` cannot load here, or None when it can."""
-    wanted, provided = _parse_version(declared), _parse_version(CONTRACT_VERSION)
-    if wanted is None:
-        return f'SFT_CONTRACT = {declared!r} is not a contract version (expected "MAJOR.MINOR", e.g. "{CONTRACT_VERSION}")'
-    if wanted[0] == provided[0] and wanted[1] <= provided[1]:
-        return None
-    return (f"targets plugin contract {wanted[0]}.{wanted[1]}, but sft-core {__version__} provides contract "
-            f"{CONTRACT_VERSION}; install a release of the plugin made for contract {provided[0]}.x"
-            f"{' or a newer sft-core' if wanted > provided else ''}")
+    return compat.contract_problem(declared, __version__)
 
 
 def _env_names(var: str) -> set[str] | None:
@@ -115,12 +102,6 @@ def _named(names: set[str], entry_point: str, distribution: str | None) -> str |
     return None
 
 
-#: The core's own commands around the loop: plugins of the hook a third-party command uses too
-#: (``sft_register_commands``), always loaded, whatever SFT_LOAD_PLUGINS / SFT_DISABLE_PLUGINS say.
-CORE_COMMAND_PLUGINS = ("sft_core.commands.serve", "sft_core.commands.export", "sft_core.commands.new_task", "sft_core.commands.tune",
-                        "sft_core.commands.report")
-
-
 class PluginHost:
     """A plugin manager with its loaded plugins and registered tasks."""
 
@@ -131,14 +112,13 @@ class PluginHost:
         self.tasks: dict[str, TaskSpec] = {}
         self.warnings: list[str] = []  # printed by the CLI, e.g. an unknown name in SFT_LOAD_PLUGINS
         self._load_entry_points()
-        import importlib
-
-        for module in CORE_COMMAND_PLUGINS:
-            self.pm.register(importlib.import_module(module), name=module)
+        for ep in sorted(metadata.entry_points(group=CORE_GROUP), key=lambda e: e.name):
+            self.pm.register(ep.load(), name=ep.value)
         for plugin in extra_plugins:
             info = PluginInfo(name=self.pm.get_canonical_name(plugin), module=getattr(plugin, "__name__", type(plugin).__name__))
             self.plugins.append(info)
             self._add(info, plugin)
+        self._add_hookspecs()
         self._check_hook_names()
         self._collect_tasks()
         for info in self.plugins:
@@ -212,6 +192,15 @@ class PluginHost:
         plugin = self.pm.get_plugin(info.name)
         if plugin is not None:
             self.pm.unregister(plugin)
+
+    def _add_hookspecs(self) -> None:
+        """Let plugins open extension points of their own (``sft_add_hookspecs``) before hook names
+        are checked; one that raises is switched off."""
+        for impl in self.pm.hook.sft_add_hookspecs.get_hookimpls():
+            try:
+                impl.function(add=self.pm.add_hookspecs)
+            except (Exception, SystemExit) as exc:
+                self._fail(self._info(impl.plugin_name), f"adding hook specifications failed: {_reason(exc)}")
 
     def _check_hook_names(self) -> None:
         """Unregister (and report) plugins implementing a hook that does not exist, e.g. a typo."""

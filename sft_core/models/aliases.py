@@ -78,7 +78,7 @@ def converted_gguf(name: str, gguf: Path, install: str) -> Path:
     converted again. Conversion writes into a folder of its own and renames it into place, so two
     processes converting at once (``torchrun``) both end with the same complete folder.
     """
-    from ..engine.batching import cache_root
+    from ..config import cache_root
 
     if not gguf.is_file():
         raise SFTError(f"model alias {name!r}: {gguf} is missing; reinstall with: {install}")

@@ -12,7 +12,7 @@ import json
 
 import click
 
-from ... import hookimpl
+from ...host.hookspecs import hookimpl
 
 
 @click.command("export")

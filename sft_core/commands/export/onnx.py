@@ -106,7 +106,12 @@ def _batches(task, config, tokenizer, examples, batch_size: int):
 def export_onnx(model_dir: str, output: str, host, quantize: str | None = None, data: str | None = None,
                 samples: int = 64, tolerance: float = TOLERANCE, overwrite: bool = False, opset: int | None = None,
                 echo=lambda line: print(line, file=sys.stderr)) -> dict:
-    """Export ``model_dir`` to ``output``; returns the report written into ``output/sft_task.json``."""
+    """Export ``model_dir`` to ``output``; returns the report written into ``output/sft_task.json``.
+
+    The steps: load the model as PyTorch runs it; record the call the task's ``predict_step`` makes
+    (its inputs and outputs are what is exported); export; verify onnxruntime against PyTorch on real
+    examples; quantize (int8) and verify again; write the folder whole or not at all.
+    """
     try:
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
@@ -114,79 +119,31 @@ def export_onnx(model_dir: str, output: str, host, quantize: str | None = None, 
         raise SFTError(f"sft export needs {exc.name}: pip install 'sft-core[export]'") from None
     import torch
 
-    from ...models import adapters, last_layer
-    from ...engine import run as runner
+    from ... import engine
 
-    source = Path(model_dir)
-    out = Path(output)
+    source, out = Path(model_dir), Path(output)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SFTError(f"{out} exists and is not empty; give another --output or --overwrite")
     if source.resolve() == out.resolve():
         raise SFTError("--output must be another folder than --model")
-    runner._quiet_libraries()
-    _, config, task = runner.load_saved(str(source), host, [])
-    if (source / MODEL_FILE).is_file():
-        raise SFTError(f"{source} is already an exported (ONNX) model; export the folder written by `sft run`")
-    tokenizer, model = runner.load_model(task, str(source))
-    if adapters.is_peft_model(model):
-        model = model.merge_and_unload()
-    last_layer.uninstall(model)  # trace every position, as an exported model computes them
-    model = model.to("cpu", torch.float32).eval()
+    config, tokenizer, model = _load_for_export(source, host)
     # a task whose model was never built by it (as when onnxruntime runs the export) predicts from plain outputs
-    _, _, fresh = runner.load_saved(str(source), host, [])
+    _, _, fresh = engine.load_saved(str(source), host, [])
     fresh_tokenizer = fresh.load_tokenizer(str(source))
     examples, where = _verification_examples(fresh, config, data, samples)
     features, batches = _batches(fresh, config, fresh_tokenizer, examples, min(16, config.trainer.eval_batch_size))
-
-    recorder = _recorder(model)
-    with torch.inference_mode():
-        try:
-            fresh.predict_step(recorder, batches[0])
-        except _Generates:
-            raise SFTError(f"task {config.task!r} generates its predictions (model.generate); export of generation "
-                           "with a key/value cache is not supported by sft export (optimum-onnx covers it but "
-                           "needs transformers<4.58). Serve the PyTorch model: sft serve --model "
-                           f"{source}") from None
-    if not recorder.calls:
-        raise SFTError(f"task {config.task!r}: predict_step did not call the model; nothing to export")
-    kwargs, sample_out = recorder.calls[0]
-    inputs = [k for k in INPUT_NAMES if isinstance(kwargs.get(k), torch.Tensor)]
-    other = sorted(set(kwargs) - set(inputs))
-    if other:
-        raise SFTError(f"task {config.task!r} passes {', '.join(other)} to the model; sft export takes "
-                       f"{', '.join(INPUT_NAMES)}")
-    outputs = list(_tensor_outputs(sample_out))
+    kwargs, inputs, outputs = _recorded_call(fresh, config, model, batches[0], source)
     echo(f"exporting {source} (task {config.task}): inputs {', '.join(inputs)} -> outputs {', '.join(outputs)}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         started = time.perf_counter()
-        graph = _graph_wrapper(model, inputs, outputs)
-        example = {k: kwargs[k] for k in inputs}
-        positions = getattr(model.config, "max_position_embeddings", None)  # the sequence axis cannot pass it
-        batch_dim = torch.export.Dim("batch", max=4096)
-        seq_dim = torch.export.Dim("sequence", max=positions) if positions else torch.export.Dim("sequence")
-        dynamic = {k: ({0: batch_dim, 1: seq_dim} if example[k].dim() == 2 else {0: batch_dim}) for k in inputs}
         fp32 = work / ("model-fp32.onnx" if quantize else MODEL_FILE)
-        import warnings
-
-        import logging
-
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed" notes
-        with warnings.catch_warnings(), _quiet_exporter():
-            warnings.simplefilter("ignore")
-            try:
-                exported = torch.export.export(graph, (), kwargs=example, dynamic_shapes=dynamic, strict=False)
-                torch.onnx.export(exported, (), str(fp32), kwargs=example, dynamo=True, external_data=False,
-                                  input_names=inputs, output_names=outputs, opset_version=opset)
-            except Exception as exc:  # the exporter's own errors are long; the first line says what failed
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise SFTError(f"torch.onnx could not export this model ({type(model).__name__}): {first}") from None
-        seconds = time.perf_counter() - started
+        _export_graph(model, {k: kwargs[k] for k in inputs}, inputs, outputs, fp32, opset)
         report = {"format": "onnx", "quantize": quantize, "inputs": inputs, "outputs": outputs,
                   "opset": opset, "exported_from": str(source), "torch": torch.__version__,
-                  "export_seconds": round(seconds, 2)}
+                  "export_seconds": round(time.perf_counter() - started, 2)}
         fp32_check = _compare(model, session(fp32), batches, inputs, outputs)
         report["verification"] = {"examples": len(examples), "data": where, "tolerance": tolerance,
                                   "fp32_max_abs_diff": fp32_check}
@@ -196,17 +153,7 @@ def export_onnx(model_dir: str, output: str, host, quantize: str | None = None, 
             raise SFTError(f"the exported model's outputs differ from PyTorch's by up to {fp32_check:.3g}, more than "
                            f"the tolerance {tolerance:g}; nothing was written")
         if quantize == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            # per-channel scales: one per output row of each weight matrix, which keeps a fine-tuned
-            # head's decisions far better than one scale per tensor
-            root = logging.getLogger()
-            level, root.level = root.level, logging.ERROR  # its advice to pre-process concerns static quantization
-            try:
-                quantize_dynamic(str(fp32), str(work / MODEL_FILE), weight_type=QuantType.QInt8, per_channel=True)
-            finally:
-                root.setLevel(level)
-            fp32.unlink()
+            _quantize_int8(fp32, work / MODEL_FILE)
             report["verification"]["int8_max_abs_diff"] = _compare(model, session(work / MODEL_FILE), batches,
                                                                    inputs, outputs)
         elif quantize is not None:
@@ -226,6 +173,89 @@ def export_onnx(model_dir: str, output: str, host, quantize: str | None = None, 
         shutil.rmtree(work, ignore_errors=True)
         raise
     return report
+
+
+def _load_for_export(source: Path, host):
+    """(config, tokenizer, model): the saved model as PyTorch runs it, adapters merged, in fp32 on the CPU,
+    its last layer computing every position (as an exported model does)."""
+    import torch
+
+    from ... import engine
+    from ...models import adapters, last_layer
+
+    engine.quiet_libraries()
+    _, config, task = engine.load_saved(str(source), host, [])
+    if (source / MODEL_FILE).is_file():
+        raise SFTError(f"{source} is already an exported (ONNX) model; export the folder written by `sft run`")
+    tokenizer, model = engine.load_model(task, str(source))
+    if adapters.is_peft_model(model):
+        model = model.merge_and_unload()
+    last_layer.uninstall(model)
+    return config, tokenizer, model.to("cpu", torch.float32).eval()
+
+
+def _recorded_call(task, config, model, batch: dict, source: Path) -> tuple[dict, list[str], list[str]]:
+    """(the arguments, the input names, the output names) of the model call ``predict_step`` makes."""
+    import torch
+
+    recorder = _recorder(model)
+    with torch.inference_mode():
+        try:
+            task.predict_step(recorder, batch)
+        except _Generates:
+            raise SFTError(f"task {config.task!r} generates its predictions (model.generate); export of generation "
+                           "with a key/value cache is not supported by sft export (optimum-onnx covers it but "
+                           "needs transformers<4.58). Serve the PyTorch model: sft serve --model "
+                           f"{source}") from None
+    if not recorder.calls:
+        raise SFTError(f"task {config.task!r}: predict_step did not call the model; nothing to export")
+    kwargs, sample_out = recorder.calls[0]
+    inputs = [k for k in INPUT_NAMES if isinstance(kwargs.get(k), torch.Tensor)]
+    other = sorted(set(kwargs) - set(inputs))
+    if other:
+        raise SFTError(f"task {config.task!r} passes {', '.join(other)} to the model; sft export takes "
+                       f"{', '.join(INPUT_NAMES)}")
+    return kwargs, inputs, list(_tensor_outputs(sample_out))
+
+
+def _export_graph(model, example: dict, inputs: list[str], outputs: list[str], path: Path, opset: int | None) -> None:
+    """torch.export, then torch.onnx, with dynamic batch and sequence axes."""
+    import logging
+    import warnings
+
+    import torch
+
+    graph = _graph_wrapper(model, inputs, outputs)
+    positions = getattr(model.config, "max_position_embeddings", None)  # the sequence axis cannot pass it
+    batch_dim = torch.export.Dim("batch", max=4096)
+    seq_dim = torch.export.Dim("sequence", max=positions) if positions else torch.export.Dim("sequence")
+    dynamic = {k: ({0: batch_dim, 1: seq_dim} if example[k].dim() == 2 else {0: batch_dim}) for k in inputs}
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed" notes
+    with warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        try:
+            exported = torch.export.export(graph, (), kwargs=example, dynamic_shapes=dynamic, strict=False)
+            torch.onnx.export(exported, (), str(path), kwargs=example, dynamo=True, external_data=False,
+                              input_names=inputs, output_names=outputs, opset_version=opset)
+        except Exception as exc:  # the exporter's own errors are long; the first line says what failed
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SFTError(f"torch.onnx could not export this model ({type(model).__name__}): {first}") from None
+
+
+def _quantize_int8(fp32: Path, target: Path) -> None:
+    """Dynamic int8 quantization with per-channel scales: one per output row of each weight matrix,
+    which keeps a fine-tuned head's decisions far better than one scale per tensor."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level, root.level = root.level, logging.ERROR  # its advice to pre-process concerns static quantization
+    try:
+        quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.setLevel(level)
+    fp32.unlink()
 
 
 class _quiet_exporter:
@@ -272,7 +302,7 @@ def _write_folder(work: Path, source: Path, model, tokenizer, report: dict) -> N
 def _prediction_agreement(task, config, tokenizer, examples, model, folder: Path, host) -> float:
     """Share of ``examples`` whose formatted prediction is the same from ``folder`` as from PyTorch."""
     from ...engine.evaluation import predict_features
-    from ...engine.run import make_accelerator
+    from ...engine import make_accelerator
     from ...models.onnx_runtime import OnnxModel
 
     accelerator = make_accelerator(config)

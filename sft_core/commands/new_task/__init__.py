@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ... import hookimpl
+from ...host.hookspecs import hookimpl
 from ...errors import SFTError
 
 NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import click
 
-from ... import hookimpl
+import sys
+from pathlib import Path
+
+from ...host.hookspecs import hookimpl
 
 
 def write_report(paths: list[str], output: str | None = None) -> str:
@@ -17,6 +20,29 @@ def write_report(paths: list[str], output: str | None = None) -> str:
     from .page import build_report
 
     return build_report(list(paths), output)
+
+
+@hookimpl
+def sft_run_end(config, output_dir, results):
+    """``trainer.report``: the run's report.html; a report that fails costs the run nothing."""
+    if not config.trainer.report:
+        return
+    try:
+        print(f"report: {write_report([str(output_dir)], str(Path(output_dir) / 'report.html'))}", file=sys.stderr)
+    except Exception as exc:  # the model and results are written: say why the page is not
+        print(f"warning: no report.html ({type(exc).__name__}: {exc})", file=sys.stderr)
+
+
+@hookimpl
+def sft_study_end(study_dir):
+    """The study's report.html; the study's files are complete whether or not it can be written."""
+    try:
+        path = write_report([str(study_dir)], str(Path(study_dir) / "report.html"))
+    except Exception as exc:  # e.g. matplotlib missing
+        print(f"sft tune: no report ({type(exc).__name__}: {exc}); the study's files are complete", file=sys.stderr,
+              flush=True)
+        return
+    print(f"sft tune: report: {path}", file=sys.stderr, flush=True)
 
 
 @hookimpl

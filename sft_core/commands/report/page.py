@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import SFTError
-from ...engine.run_folder import write_text_atomic
+from ...engine.files import write_text as write_text_atomic
 from . import plots
 from .runs import RunData, differing_settings, flat_config, read_run, unique_names
 
@@ -214,7 +214,7 @@ def _param_value(text: str) -> Any:
 
 
 def study_section(folder: Path) -> tuple[str, RunData | None]:
-    from ..tune.study import load_summary
+    from ..study_folder import load_summary
 
     summary = load_summary(folder)
     settings = summary["settings"] or {}
@@ -284,7 +284,7 @@ def study_section(folder: Path) -> tuple[str, RunData | None]:
 # --- the page ---------------------------------------------------------------------------------
 
 def build_report(paths: list[str], output: str | None = None) -> str:
-    from ..tune.study import is_study_folder
+    from ..study_folder import is_study_folder
 
     if not paths:
         raise SFTError("give at least one run folder (or study folder)")

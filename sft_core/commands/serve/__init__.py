@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from ... import hookimpl
+from ...host.hookspecs import hookimpl
 from ...errors import SFTError
 
 

@@ -131,7 +131,10 @@ class ServerError(Exception):
 
 def create_app(predictor_or_loader, settings: ServeSettings | None = None):
     """The FastAPI app; ``predictor_or_loader`` is a ``Predictor`` or a function returning one, called
-    on a thread at start-up (``/ready`` answers 503 until it returns)."""
+    on a thread at start-up (``/ready`` answers 503 until it returns).
+
+    Longer than the engine's functions on purpose: FastAPI routes are closures over the app's state
+    and its batcher, each route a few lines, and reading them in one place is the point."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response

@@ -23,6 +23,8 @@ from ...engine.predictor import GenerationSettings
 
 
 def add_routes(app, state: dict, settings, batcher, run, ready_predictor, ServerError) -> None:
+    """The OpenAI-style routes on ``app``: closures over the server's state, as ``create_app``'s
+    routes are (one function so that the routes read together; each is a few lines)."""
     from fastapi.responses import StreamingResponse
 
     from .schemas import ChatRequest, CompletionRequest

@@ -9,7 +9,7 @@ import json
 
 import click
 
-from ... import hookimpl
+from ...host.hookspecs import hookimpl
 
 
 def tune(config, trials=None, timeout_minutes=None, study_dir=None, overrides=(), host=None) -> dict:
@@ -42,11 +42,11 @@ def sft_register_commands(cli):
         trials.csv and report.html into the study folder. KEY=VALUE overrides recipe keys, tune.*
         keys included (e.g. tune.seed=1).
         """
-        from ..cli import _host
+        from ..common import host_of
         from ...errors import TrainingInterrupted
 
         try:
-            summary = tune(list(configs), trials, timeout_minutes, study_dir, list(overrides), _host(ctx))
+            summary = tune(list(configs), trials, timeout_minutes, study_dir, list(overrides), host_of(ctx))
         except TrainingInterrupted as exc:  # not "--resume": the study continues when started again
             click.echo(f"sft tune interrupted by {exc.signal_name}; the trial that was running will run again: "
                        "start the same command to continue the study (finished trials are kept)", err=True)

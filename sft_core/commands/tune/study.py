@@ -27,21 +27,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from ... import hookimpl
 from ...config import TUNE_KEY, build_config, read_yaml_mapping
+from ...engine.files import write_text as write_text_atomic
 from ...errors import ConfigError, SFTError, TrainingInterrupted
-from ...engine.run_folder import write_text_atomic
+from ...host.hookspecs import hookimpl
+from ..study_folder import BEST_YAML, DB_FILE, FINAL_FILE, IMPORTANCE_FILE, SETTINGS_FILE, STUDY_NAME, TRIALS_CSV
 from .space import TuneSettings, check_space, parse_tune, suggest
 
-DB_FILE = "study.db"
-STUDY_NAME = "sft-tune"
-SETTINGS_FILE = "study.json"  # the recipe and search the study was started with: a restart must match
-FINAL_FILE = "final.json"  # the retrained best settings' evaluation
-TRIALS_CSV = "trials.csv"
-IMPORTANCE_FILE = "importance.json"
-BEST_YAML = "best.yaml"
 
 
 def _say(text: str) -> None:
@@ -139,15 +132,15 @@ def tune(config_files: list[str], trials: int | None = None, timeout_minutes: fl
     if base.data.eval is None:
         raise ConfigError("the recipe has no data.eval: the best settings are evaluated on it once the search ends")
     check_data_files(base)
-    from ...task import metric_direction
+    from ...task import roles
 
     task = spec.factory(base)
     metric = settings.metric or base.trainer.metric_for_best or task.main_metric
-    declared = getattr(task, "metric_directions", None)
+    declared = roles(task).metric_directions
     if declared and metric not in declared:
         raise ConfigError(f"tune.metric={metric!r} is not a metric of task {base.task!r}; "
                           f"known: {', '.join(sorted(declared))}")
-    direction = metric_direction(task, metric)
+    direction = roles(task).metric_direction(metric)
     folder = Path(study_dir or f"{base.output_dir.rstrip('/')}-tune")
     _check_study_folder(folder, base_dict, settings, metric, direction)
 
@@ -204,7 +197,7 @@ def tune(config_files: list[str], trials: int | None = None, timeout_minutes: fl
                           for s in ("complete", "pruned", "fail")},
                "best_trial": best.number, "best_validation": best.value, "best_params": best.params,
                "eval": final["eval"], "best_yaml": str(folder / BEST_YAML)}
-    _write_report(folder)
+    host.hook.sft_study_end(study_dir=folder)  # e.g. the report plugin writes report.html
     return summary
 
 
@@ -395,35 +388,3 @@ def _write_importance(optuna, study, path: Path) -> None:
         _say(f"parameter importance not computed: {exc}")
         return
     write_text_atomic(path, json.dumps({"method": type(evaluator).__name__, "importance": importance}, indent=2))
-
-
-def _write_report(folder: Path) -> None:
-    from ..report import write_report
-
-    try:
-        path = write_report([str(folder)], str(folder / "report.html"))
-    except Exception as exc:  # e.g. matplotlib missing: the study's files are all written, only the page is not
-        _say(f"no report ({type(exc).__name__}: {exc}); the study's files are complete")
-        return
-    _say(f"report: {path}")
-
-
-def load_summary(folder: Path) -> dict:
-    """What a study folder holds, for ``sft report``: settings, trials (from trials.csv), the
-    parameter importance and the retrained best's evaluation, each None when absent."""
-    def read(name: str):
-        path = folder / name
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-    trials = []
-    if (folder / TRIALS_CSV).is_file():
-        with (folder / TRIALS_CSV).open(encoding="utf-8", newline="") as handle:
-            trials = list(csv.DictReader(handle))
-    best_yaml = folder / BEST_YAML
-    return {"settings": read(SETTINGS_FILE), "trials": trials, "importance": read(IMPORTANCE_FILE),
-            "final": read(FINAL_FILE), "best": yaml.safe_load(best_yaml.read_text()) if best_yaml.is_file() else None}
-
-
-def is_study_folder(path: Path) -> bool:
-    return (path / SETTINGS_FILE).is_file()
-

@@ -33,11 +33,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import DATA_DIR_ENV, RECIPE_KEY, build_config, flatten, load_config_file, read_yaml_mapping
-from ..errors import ConfigError, SFTError
-from ..engine.run_folder import write_text_atomic
+from ...config import DATA_DIR_ENV, RECIPE_KEY, build_config, flatten, load_config_file, read_yaml_mapping
+from ...errors import ConfigError, SFTError
+from ...engine.files import write_text as write_text_atomic
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "configs"  # in a source checkout
+RECIPES_DIR = Path(__file__).resolve().parents[3] / "configs"  # in a source checkout
 BENCH_KEYS = ("title", "suites", "metrics", "reference", "budget", "estimate_minutes", "quick")
 ALL = "all"
 VERSIONED = ("sft-core", "torch", "transformers", "accelerate", "datasets", "tokenizers")

@@ -1,0 +1,111 @@
+"""The plugin kit: helpers a task plugin builds on. Importing this imports no torch.
+
+- ``json_objects(path, lines)``: the objects of a JSON-lines file, a malformed line a ``DataError``
+  naming the file and the line.
+- ``pad_inputs(features, pad_token_id)``: a batch's token inputs padded on the right to its longest.
+- ``with_head(auto_class, name_or_path, head)``: a transformers model with a task head for any family
+  that has one, or a one-line error naming those that do.
+- ``install(model)``, ``reading(model, positions)``, ``positions_of(mask)``: the last-layer shortcut
+  for BERT-style encoders, where a head reads only some positions of the last layer (the same
+  outputs and gradients there, fewer FLOPs); see ``sft_core.models.last_layer``.
+- ``metric_direction(task, name)``: whether a higher or a lower value of a metric is better.
+- ``resolve_model(name)``: a model alias (``minilm``, ``smollm2``), folder or hub id as a path to load;
+  ``resolve_data(path)``: a data path or ``hf:NAME[:CONFIG]@SPLIT`` as a local file to read.
+- ``host()``: the plugin host (the installed plugins and their tasks), for a task built on other tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import DataError
+from .task import metric_direction
+
+#: Token-aligned inputs and the value that pads each (None: the tokenizer's pad token id).
+TOKEN_INPUTS = (("input_ids", None), ("attention_mask", 0), ("token_type_ids", 0))
+
+
+def json_objects(path: str | Path, lines: Iterable[str]) -> Iterator[tuple[int, dict]]:
+    """(1-based line number, object) for every non-blank line of a JSON-lines file.
+
+    A line that is not JSON, or not a JSON object, is a ``DataError`` naming the file and the line.
+    """
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {n}: invalid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path} line {n}: expected a JSON object, got {type(row).__name__}")
+        yield n, row
+
+
+def pad_inputs(features: list[dict], pad_token_id: int | None) -> dict[str, Any]:
+    """``input_ids``, ``attention_mask`` and ``token_type_ids`` (those present) as tensors, padded on
+    the right to the longest feature of the batch."""
+    import torch
+
+    longest = max(len(f["input_ids"]) for f in features)
+    batch = {}
+    for key, fill in TOKEN_INPUTS:
+        if key in features[0]:
+            value = (pad_token_id or 0) if fill is None else fill
+            batch[key] = torch.tensor([f[key] + [value] * (longest - len(f[key])) for f in features])
+    return batch
+
+
+def with_head(auto_class, name_or_path: str, head: str, **kwargs):
+    """``auto_class.from_pretrained(name_or_path)``, or a one-line error naming the families with ``head``."""
+    from .models.backbone import with_head as load
+
+    return load(auto_class, name_or_path, head, **kwargs)
+
+
+def install(model, first: int | None = None) -> bool:
+    """Let the last encoder layer of ``model`` compute only the positions a head reads (see ``reading``)."""
+    from .models.last_layer import install as install_last_layer
+
+    return install_last_layer(model, first)
+
+
+def reading(model, positions):
+    """A context in which the last layer computes only ``positions`` (a tensor of indices per row)."""
+    from .models.last_layer import reading as read
+
+    return read(model, positions)
+
+
+def positions_of(mask):
+    """The positions a boolean mask selects, as ``reading`` takes them."""
+    from .models.last_layer import positions_of as positions
+
+    return positions(mask)
+
+
+def resolve_model(name: str) -> str:
+    """A model alias, folder or hub id as what ``from_pretrained`` loads."""
+    from .models.aliases import resolve_model as resolve
+
+    return resolve(name)
+
+
+def resolve_data(path: str | None) -> str | None:
+    """A data path as a local file: ``hf:NAME[:CONFIG]@SPLIT`` written once to JSONL; None stays None."""
+    from .engine.sources import resolve
+
+    return resolve(path)
+
+
+def host():
+    """A plugin host with the installed plugins (their tasks: ``host().get_task(name)``)."""
+    from .host.manager import PluginHost
+
+    return PluginHost()
+
+
+__all__ = ["json_objects", "pad_inputs", "with_head", "install", "reading", "positions_of", "metric_direction",
+           "resolve_model", "resolve_data", "host", "TOKEN_INPUTS"]
