@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-llm demo test test-data test-slow docs bench bench-quick bench-trainer bench-trl bench-serve clean
+.PHONY: setup setup-llm demo test test-data test-slow lint docs bench bench-quick bench-trainer bench-trl bench-serve clean
 
 $(BIN)/.sft-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,12 +40,15 @@ test-data: setup-llm  ## the real-data tier CI runs: the real MiniLM and SmolLM2
 test-slow: setup-llm  ## the whole slow tier: the real-data tier and the longer integration tests on the real models and data
 	$(BIN)/python -m pytest -m "slow or realdata"
 
+lint: setup  ## the import contracts of pyproject.toml: the core's layers, commands independent of each other
+	$(BIN)/lint-imports
+
 $(BIN)/.sft-docs-installed: $(BIN)/.sft-installed
 	$(BIN)/python -m pip install -q -e ".[docs]"
 	touch $@
 
 docs: $(BIN)/.sft-docs-installed  ## build the documentation site into site/ (mkdocs, strict: a broken link fails); open site/index.html
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # Benchmark data (read-only, not part of the repository) and the recipes or suite to run.
 DATA_DIR ?= ../shared/data
