@@ -49,7 +49,9 @@ Changelog:
   ``sft_instruction_adapters(register)`` (1.1 tasks with the four members still work, through
   ``sft_core.compat``); the hook ``sft_add_hookspecs(add)`` lets a plugin open an extension point of
   its own; ``sft_run_end`` and ``sft_study_end`` tell plugins that a run or a study folder is
-  complete.
+  complete; the conformance kit holds a plugin to the checks of its declared version
+  (``sft_core.testing.CHECKS``), later ones are advice; the checks of the predict path, feature
+  order and malformed data are 2.0 checks.
 """
 
 from __future__ import annotations

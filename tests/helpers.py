@@ -227,3 +227,37 @@ class Terminal:
             if self.process.poll() is None:
                 self.process.kill()
             os.close(self.master)
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _pip(env: dict, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300,
+                          env={**env, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    assert done.returncode == 0, f"pip {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+
+
+def installed_fixture(folder: str, distribution: str, copy_to: Path, env: dict):
+    """A generator for a module-scoped fixture: a copy of ``tests/fixtures/FOLDER`` in ``copy_to``,
+    installed with pip as a real distribution (no build isolation) and uninstalled after; a
+    developer's own install of it is used and kept."""
+    import importlib
+    import importlib.metadata
+
+    copy = copy_to / folder
+    shutil.copytree(FIXTURES / folder, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__",
+                                                                        ".pytest_cache"))
+    try:
+        importlib.metadata.distribution(distribution)
+        preinstalled = True
+    except importlib.metadata.PackageNotFoundError:
+        preinstalled = False
+    if not preinstalled:
+        _pip(env, "install", "-q", "--no-deps", "--no-build-isolation", str(copy))
+        importlib.invalidate_caches()
+    try:
+        yield copy
+    finally:
+        if not preinstalled:
+            _pip(env, "uninstall", "-q", "-y", distribution)

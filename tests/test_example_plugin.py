@@ -1,21 +1,19 @@
 """The example third-party plugin (tests/fixtures/sft-multiple-choice), installed with pip as a real
 distribution: sft finds it, trains and evaluates it, can switch it off, and it passes its own suite
-(the conformance kit). The package is uninstalled afterwards, leaving the environment as found."""
+(the conformance kit: tests/test_frozen_plugins.py). The package is uninstalled afterwards, leaving
+the environment as found."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, plugins_env
-from helpers import sft
+from helpers import installed_fixture, sft
 
 PACKAGE = ROOT / "tests" / "fixtures" / "sft-multiple-choice"
 DISTRIBUTION = "sft-multiple-choice"
@@ -27,26 +25,10 @@ def _env(**extra: str) -> dict[str, str]:
                        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), **extra)
 
 
-def _pip(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300, env=_env())
-    assert done.returncode == 0, f"pip {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-
-
 @pytest.fixture(scope="module")
 def package(tmp_path_factory) -> Path:
     """A copy of the package, installed (pip, no build isolation) for this module and uninstalled after it."""
-    copy = tmp_path_factory.mktemp("example-plugin") / PACKAGE.name
-    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
-    try:
-        importlib.metadata.distribution(DISTRIBUTION)
-        preinstalled = True  # a developer's own install (e.g. pip install -e): use it, and keep it
-    except importlib.metadata.PackageNotFoundError:
-        preinstalled = False
-    if not preinstalled:
-        _pip("install", "-q", "--no-deps", "--no-build-isolation", str(copy))
-    yield copy
-    if not preinstalled:
-        _pip("uninstall", "-q", "-y", DISTRIBUTION)
+    yield from installed_fixture(PACKAGE.name, DISTRIBUTION, tmp_path_factory.mktemp("example-plugin"), _env())
 
 
 def plugin_sft(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -94,11 +76,3 @@ def test_disable_plugins_removes_it(package):
     assert "multiple-choice" not in names and "classification" in names
     done = plugin_sft("run", "--task", "multiple-choice", "--print-config", SFT_DISABLE_PLUGINS="multiple-choice")
     assert done.returncode == 2 and "unknown task 'multiple-choice'" in done.stderr
-
-
-def test_its_own_suite_passes_the_conformance_kit(package):
-    """What the plugin's author runs: `python -m pytest` in the package, against the installed plugin."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                          cwd=package, capture_output=True, text=True, timeout=600, env=_env())
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "15 passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]

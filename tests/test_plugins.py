@@ -112,7 +112,7 @@ def test_sft_plugins_lists_hooks_and_version():
     assert lines[0] == f"sft-core {sft_core.__version__}, plugin contract {sft_core.CONTRACT_VERSION}"
     # the task, and the instruction adapter it offers the instruct plugin's extension point
     assert (f"classification  (sft-core {sft_core.__version__})  hooks: sft_instruction_adapters, sft_register_tasks"
-            in lines)
+            f"  contract {sft_core.CONTRACT_VERSION}" in lines)  # the built-in plugins declare the current contract
     assert any(line.startswith("instruct ") and "sft_add_hookspecs" in line for line in lines), lines
 
 

@@ -9,6 +9,10 @@ from sft_core import hookimpl
 from .options import QAData, QAOptions
 
 
+#: The version of the sft plugin contract this plugin is written for.
+SFT_CONTRACT = "2.0"
+
+
 def _factory(config):
     from .task import QATask
 

@@ -18,6 +18,13 @@ protocol; its config round-trips through YAML; the loss is a scalar with a gradi
 tensors agree in shape; there is one prediction per example; gold predictions score perfectly;
 and a model trained by the engine for a few steps saves, reloads and predicts the same.
 
+Contract versions: every check belongs to the contract version whose kit added it (``CHECKS``). A
+plugin runs the checks of the version it declares (``SFT_CONTRACT``; a plugin declaring none is held
+to the first, 1.0). A check added in a later version runs too, but its failure is advice (a
+``KitAdvice`` warning in pytest's summary), never a failure, until the plugin declares that version
+or opts in early with ``Case(opt_in=("check_name",))`` (or ``"all"``). So a plugin that passed its
+version's kit keeps passing every later kit.
+
 Data is the task's built-in sample unless ``Case.overrides`` names ``data.train``/``data.eval``.
 The model is a 2-layer, 32-wide BERT with a tokenizer trained on the sample's texts, built
 in-process; a task whose model is not an encoder (e.g. seq2seq) passes ``Case(tiny_model=...)``.
@@ -31,6 +38,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -38,12 +46,18 @@ from typing import Any, Callable, Mapping
 import pytest
 import yaml
 
-# the tiny model builders are part of the kit's public names
-from .task import roles
-from .models.tiny import DECODER_FAMILIES, example_texts, tiny_bert, tiny_decoder  # noqa: F401
+# the tiny model builders and the checks by contract version are part of the kit's public names
+from .contract import CHECKS, CHECKS_BY_NAME, Check, KitAdvice, held_to, names_the_place  # noqa: F401
+from .malformed import cut_short, files_read_by
+from ..task import roles
+from ..models.tiny import DECODER_FAMILIES, example_texts, tiny_bert, tiny_decoder  # noqa: F401
 
 #: Modules the entry-point module of a plugin must not import (they make every ``sft`` call slow).
 HEAVY_MODULES = ("torch", "transformers")
+
+#: ``Case.malformed``'s default: a malformed copy of the task's own sample training file (see
+#: ``check_malformed_data_is_a_data_error``).
+FROM_SAMPLE = "sample"
 
 #: Builds a tiny model folder (weights and tokenizer) in ``folder`` for ``examples``; returns its path.
 TinyModelBuilder = Callable[[Path, list[dict]], "str | Path"]
@@ -62,9 +76,13 @@ class Case:
     # texts for read_inputs, as `sft predict TEXT...` gives them; None: the first text of the first
     # evaluation example (the check is skipped if the task cannot read that alone)
     predict_texts: tuple[str, ...] | None = None
-    # (file name, content) of a data file load() must refuse with a DataError naming file and line;
+    # (file name, content) of a data file load() must refuse with a DataError naming the file and a
+    # line; FROM_SAMPLE: a copy of the task's sample training file (JSON or JSON lines) cut short;
     # None skips the check
-    malformed: tuple[str, str] | None = ("malformed.jsonl", '{"text": "fine", "label": "a"}\n{"text": "broken\n')
+    malformed: tuple[str, str] | str | None = FROM_SAMPLE
+    # checks of a later contract version than the plugin declares, to hold it to now (their names
+    # as in CHECKS, or "all"); otherwise their failures are advice
+    opt_in: tuple[str, ...] = ()
 
 
 def conformance_cases(*cases: str | Case) -> pytest.MarkDecorator:
@@ -77,7 +95,7 @@ def make_config(task: str, overrides: Mapping[str, Any] | None = None, host=None
     """The resolved ``RunConfig`` of ``task`` with ``overrides`` (dotted keys, e.g.
     ``{"trainer.max_length": 64, "data.train": path}``), as ``sft run`` builds it: for a plugin's
     unit tests (a task's factory takes it)."""
-    from .api import run_config
+    from ..api import run_config
 
     return run_config(task=task, overrides=dict(overrides or {}), host=host, source="make_config()")
 
@@ -100,7 +118,7 @@ class Prepared:
 
 
 def _host():
-    from .host.manager import PluginHost
+    from ..host.manager import PluginHost
 
     return PluginHost()
 
@@ -114,7 +132,7 @@ def _spec(host, name: str):
 
 
 def _config(spec, case: Case, model: str, output_dir: Path):
-    from .config import build_config
+    from ..config import build_config
 
     kit = {"model": model, "output_dir": str(output_dir), "trainer.max_steps": case.steps, "trainer.batch_size": 8,
            "trainer.eval_batch_size": 16, "trainer.lr": 1e-3, "trainer.warmup_ratio": 0.0, "trainer.eval_every": 0,
@@ -175,7 +193,7 @@ def build_tiny_model(case: Case, folder: Path) -> str:
 
 def prepare(case: Case, model_dir: str, workdir: Path) -> Prepared:
     """Set the task up on its data with the untrained model, as ``sft run`` does before training."""
-    from .engine.batching import build_features
+    from ..engine.batching import build_features
 
     spec = _spec(_host(), case.task)
     config = _config(spec, case, model_dir, workdir)
@@ -184,7 +202,7 @@ def prepare(case: Case, model_dir: str, workdir: Path) -> Prepared:
     evaluation = _limit(task.load("eval", config.data.eval), case.max_eval_examples)
     assert train and evaluation, f"task {case.task!r}: the training or evaluation data is empty"
     task.setup(train)
-    from .engine.loading import load_model
+    from ..engine.loading import load_model
 
     tokenizer, model = load_model(task, model_dir)  # as the engine loads it (pad token resolved)
     return Prepared(spec, config, task, tokenizer, model, train, evaluation,
@@ -211,7 +229,7 @@ def check_entry_point_imports_no_torch(case: Case) -> None:
 
 
 def check_task_implements_the_protocol(case: Case, workdir: Path) -> None:
-    from .task import Task
+    from ..task import Task
 
     spec = _spec(_host(), case.task)
     task = spec.factory(_config(spec, case, "unused", workdir))
@@ -221,7 +239,7 @@ def check_task_implements_the_protocol(case: Case, workdir: Path) -> None:
 
 
 def check_config_round_trips_through_yaml(case: Case, workdir: Path) -> None:
-    from .config import build_config
+    from ..config import build_config
 
     spec = _spec(_host(), case.task)
     config = _config(spec, case, "some/model", workdir)
@@ -234,7 +252,7 @@ def check_config_round_trips_through_yaml(case: Case, workdir: Path) -> None:
 
 
 def _batch(prepared: Prepared, features, n: int = 4) -> tuple[dict, int]:
-    from .engine.evaluation import rows
+    from ..engine.evaluation import rows
 
     indices = list(range(min(n, len(features))))
     return prepared.task.collate(rows(features, indices)), len(indices)
@@ -300,8 +318,8 @@ def check_collate_shapes_agree(prepared: Prepared) -> None:
 
 def predict(prepared: Prepared) -> list:
     """The untrained model's predictions for the evaluation examples, through the engine's loop."""
-    from .engine.evaluation import predict_features
-    from .engine.precision import make_accelerator
+    from ..engine.evaluation import predict_features
+    from ..engine.precision import make_accelerator
 
     outputs = predict_features(make_accelerator(prepared.config), prepared.task, prepared.model,
                                prepared.eval_features, prepared.config.trainer.eval_batch_size)
@@ -320,9 +338,9 @@ def check_one_prediction_per_example(prepared: Prepared) -> None:
 
 
 def _predict_examples(prepared: Prepared, examples: list[dict], split: str = "predict") -> list:
-    from .engine.batching import build_features
-    from .engine.evaluation import predict_features
-    from .engine.precision import make_accelerator
+    from ..engine.batching import build_features
+    from ..engine.evaluation import predict_features
+    from ..engine.precision import make_accelerator
 
     features = build_features(prepared.task, prepared.config, prepared.tokenizer, examples, split, use_cache=False)
     outputs = predict_features(make_accelerator(prepared.config), prepared.task, prepared.model, features,
@@ -347,7 +365,7 @@ def _json_records(prepared: Prepared, predictions: list, examples: list[dict], w
 def check_predict_path_gives_json_records(prepared: Prepared, case: Case) -> None:
     """``sft predict``'s two ways in: ``load("predict", file)`` and ``read_inputs(texts)``, through
     preprocess, predict_step and postprocess to one JSON record per input."""
-    from .errors import SFTError
+    from ..errors import SFTError
 
     task = prepared.task
     from_file = task.load("predict", prepared.config.data.eval)
@@ -369,8 +387,8 @@ def check_shuffled_features_map_back(prepared: Prepared) -> None:
     features in a shuffled order give the same predictions."""
     import random
 
-    from .engine.evaluation import predict_features
-    from .engine.precision import make_accelerator
+    from ..engine.evaluation import predict_features
+    from ..engine.precision import make_accelerator
 
     features = prepared.eval_features
     order = list(range(len(features)))
@@ -387,26 +405,62 @@ def check_shuffled_features_map_back(prepared: Prepared) -> None:
                                 "postprocess must place each output by its feature's example_id")
 
 
+def malformed_file(case: Case, task: Any, config: Any, workdir: Path) -> tuple[Path, int | None] | str:
+    """The file ``check_malformed_data_is_a_data_error`` gives ``load("train", ...)`` and the line
+    its error must name (None: any line), or why there is none.
+
+    ``Case.malformed`` as (name, content): that file, declared by the plugin. ``FROM_SAMPLE``: the
+    task's own training file (``data.train``, else the sample its ``load("train", None)`` reads),
+    JSON lines with its second record cut in half, or a JSON document cut in half."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if case.malformed != FROM_SAMPLE:
+        name, content = case.malformed
+        path = workdir / name
+        path.write_text(content, encoding="utf-8")
+        return path, None
+    if config.data.train:
+        sample = Path(config.data.train)
+    else:
+        read = files_read_by(lambda: task.load("train", None))
+        if not read:
+            return "load('train', None) opened no file the kit could see"
+        sample = read[0]
+    built = cut_short(sample)
+    if isinstance(built, str):
+        return built
+    content, line = built
+    path = workdir / f"malformed{sample.suffix}"
+    path.write_text(content, encoding="utf-8")
+    return path, line
+
+
 def check_malformed_data_is_a_data_error(case: Case, workdir: Path) -> None:
     """A malformed data file is refused with a DataError naming the file and the line."""
-    from .errors import DataError
+    from ..errors import DataError
 
     if case.malformed is None:
         pytest.skip("Case(malformed=None): no malformed file to check")
-    name, content = case.malformed
-    path = Path(workdir) / name
-    path.write_text(content, encoding="utf-8")
     spec = _spec(_host(), case.task)
-    task = spec.factory(_config(spec, case, "unused", workdir))
+    config = _config(spec, case, "unused", workdir)
+    task = spec.factory(config)
+    built = malformed_file(case, task, config, Path(workdir) / "malformed")
+    if isinstance(built, str):
+        pytest.skip(f"no malformed file to check: {built}; declare one, Case(malformed=(file name, content))")
+    path, line = built
+    content = path.read_text(encoding="utf-8")
     try:
         task.load("train", str(path))
     except DataError as exc:
-        assert name in str(exc) and "line" in str(exc), f"the DataError does not name the file and the line: {exc}"
+        where = f"line {line}" if line else "a line"
+        assert names_the_place(str(exc), path.name, line), (
+            f"the DataError does not name the file and {where} (as '{path.name}:{line or 2}:', "
+            f"'{path.name} line {line or 2}' or '{path.name}, line {line or 2}'): {exc}")
         return
     except Exception as exc:
-        raise AssertionError(f"load('train', {name}) raised {type(exc).__name__}: {exc}, not a DataError naming the "
-                             "file and the line (raise sft_core.DataError)") from None
-    raise AssertionError(f"load('train', {name}) accepted a malformed file:\n{content}")
+        raise AssertionError(f"load('train', {path.name}) raised {type(exc).__name__}: {exc}, not a DataError naming "
+                             "the file and the line (raise sft_core.DataError)") from None
+    raise AssertionError(f"load('train', {path.name}) accepted a malformed file:\n{content}")
 
 
 def check_gold_predictions_score_perfectly(prepared: Prepared, case: Case) -> None:
@@ -428,7 +482,7 @@ def check_gold_predictions_score_perfectly(prepared: Prepared, case: Case) -> No
 
 def run_engine(case: Case, model_dir: str, output_dir: Path) -> dict:
     """A short ``sft run`` of the task (``case.steps`` steps, one evaluation at the end); its result."""
-    from . import engine
+    from .. import engine
 
     host = _host()
     return engine.train(_config(_spec(host, case.task), case, model_dir, output_dir), host)
@@ -436,12 +490,12 @@ def run_engine(case: Case, model_dir: str, output_dir: Path) -> dict:
 
 def check_saved_model_reloads_and_predicts_the_same(output_dir: Path, result: dict, case: Case) -> None:
     """``output_dir/model``, reloaded as ``sft eval`` does, gives the run's predictions files and metrics."""
-    from . import engine
-    from .task import prediction_files
+    from .. import engine
+    from ..task import prediction_files
 
     assert result["train"]["train_steps"] == case.steps and result["eval"] is not None
     saved = output_dir / "model"
-    from .engine.checkpoint import TASK_FILE
+    from ..engine.checkpoint import TASK_FILE
 
     _, _, task = engine.load_saved(str(saved), _host(), [])
     # the run's own evaluation data (data=None), limited as the run was: sft eval reads it whole unless told
@@ -457,6 +511,46 @@ def check_saved_model_reloads_and_predicts_the_same(output_dir: Path, result: di
     assert _same(metrics, reloaded) is None, f"metrics of the run {metrics} != of the reloaded model {reloaded}"
 
 
+# --- contract versions: which checks hold a plugin -----------------------------------------
+
+def declared_contract(task: str, host=None) -> str:
+    """The contract version the plugin registering ``task`` declares (``SFT_CONTRACT``); "1.0", the
+    first, for a plugin declaring none."""
+    from ..compat import parse_version
+
+    host = host or _host()
+    spec = _spec(host, task)
+    declared = next((info.contract for info in host.plugins if info.name == spec.provider), None)
+    version = parse_version(declared) if declared is not None else None
+    return f"{version[0]}.{version[1]}" if version else "1.0"
+
+
+def run_check(name: str, case: Case, call: Callable[[], Any]) -> None:
+    """Run one check for ``case``: as a requirement when the plugin's contract version has it, else
+    as advice (a failure becomes a ``KitAdvice`` warning; a skip stays a skip)."""
+    check = CHECKS_BY_NAME[name]
+    declared = declared_contract(case.task)
+    if held_to(check, declared, case.opt_in):
+        call()
+        return
+    try:
+        call()
+    except Exception as exc:  # AssertionError and whatever the task raised; pytest's skip/fail are not Exceptions
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        warnings.warn(KitAdvice(
+            f"{case.task}: {name} did not pass ({first}). It is a contract {check.since} check and the plugin "
+            f"declares {declared}, so this is advice; it becomes a requirement when the plugin declares "
+            f"SFT_CONTRACT = \"{check.since}\" (or opts in with Case(opt_in=(\"{name}\",)))."), stacklevel=2)
+
+
+def _checked_case(case: Case) -> Case:
+    unknown = [n for n in case.opt_in if n != "all" and n not in CHECKS_BY_NAME]
+    if unknown:
+        pytest.fail(f"Case(opt_in=...): no check named {', '.join(map(repr, unknown))}; the checks are "
+                    f"{', '.join(CHECKS_BY_NAME)} (or \"all\")", pytrace=False)
+    return case
+
+
 class TaskConformance:
     """Inherit in a test class named ``Test...`` and set ``case``; pytest runs every check as a test."""
 
@@ -470,7 +564,7 @@ class TaskConformance:
         if case is None:
             pytest.fail(f"{cls.__name__}: set `case = \"task-name\"` (or a Case) on the class, "
                         "or decorate it with conformance_cases(...)", pytrace=False)
-        return Case(case) if isinstance(case, str) else case
+        return _checked_case(Case(case) if isinstance(case, str) else case)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -488,35 +582,46 @@ class TaskConformance:
         out = tmp_path_factory.mktemp(f"{conformance_case.task}-run")
         return out, run_engine(conformance_case, conformance_model, out)
 
+    # each test runs its check through run_check: a requirement, or advice for a check of a later
+    # contract version than the plugin declares
     def test_entry_point_imports_no_torch(self, conformance_case: Case) -> None:
-        check_entry_point_imports_no_torch(conformance_case)
+        run_check("entry_point_imports_no_torch", conformance_case,
+                  lambda: check_entry_point_imports_no_torch(conformance_case))
 
     def test_task_implements_the_protocol(self, conformance_case: Case, tmp_path: Path) -> None:
-        check_task_implements_the_protocol(conformance_case, tmp_path)
+        run_check("task_implements_the_protocol", conformance_case,
+                  lambda: check_task_implements_the_protocol(conformance_case, tmp_path))
 
     def test_config_round_trips_through_yaml(self, conformance_case: Case, tmp_path: Path) -> None:
-        check_config_round_trips_through_yaml(conformance_case, tmp_path)
+        run_check("config_round_trips_through_yaml", conformance_case,
+                  lambda: check_config_round_trips_through_yaml(conformance_case, tmp_path))
 
-    def test_loss_is_a_scalar_with_a_gradient(self, prepared: Prepared) -> None:
-        check_loss_is_a_scalar_with_a_gradient(prepared)
+    def test_loss_is_a_scalar_with_a_gradient(self, prepared: Prepared, conformance_case: Case) -> None:
+        run_check("loss_is_a_scalar_with_a_gradient", conformance_case,
+                  lambda: check_loss_is_a_scalar_with_a_gradient(prepared))
 
-    def test_collate_shapes_agree(self, prepared: Prepared) -> None:
-        check_collate_shapes_agree(prepared)
+    def test_collate_shapes_agree(self, prepared: Prepared, conformance_case: Case) -> None:
+        run_check("collate_shapes_agree", conformance_case, lambda: check_collate_shapes_agree(prepared))
 
-    def test_one_prediction_per_example(self, prepared: Prepared) -> None:
-        check_one_prediction_per_example(prepared)
+    def test_one_prediction_per_example(self, prepared: Prepared, conformance_case: Case) -> None:
+        run_check("one_prediction_per_example", conformance_case, lambda: check_one_prediction_per_example(prepared))
 
     def test_predict_path_gives_json_records(self, prepared: Prepared, conformance_case: Case) -> None:
-        check_predict_path_gives_json_records(prepared, conformance_case)
+        run_check("predict_path_gives_json_records", conformance_case,
+                  lambda: check_predict_path_gives_json_records(prepared, conformance_case))
 
-    def test_shuffled_features_map_back(self, prepared: Prepared) -> None:
-        check_shuffled_features_map_back(prepared)
+    def test_shuffled_features_map_back(self, prepared: Prepared, conformance_case: Case) -> None:
+        run_check("shuffled_features_map_back", conformance_case, lambda: check_shuffled_features_map_back(prepared))
 
     def test_malformed_data_is_a_data_error(self, conformance_case: Case, tmp_path: Path) -> None:
-        check_malformed_data_is_a_data_error(conformance_case, tmp_path)
+        run_check("malformed_data_is_a_data_error", conformance_case,
+                  lambda: check_malformed_data_is_a_data_error(conformance_case, tmp_path))
 
     def test_gold_predictions_score_perfectly(self, prepared: Prepared, conformance_case: Case) -> None:
-        check_gold_predictions_score_perfectly(prepared, conformance_case)
+        run_check("gold_predictions_score_perfectly", conformance_case,
+                  lambda: check_gold_predictions_score_perfectly(prepared, conformance_case))
 
-    def test_saved_model_reloads_and_predicts_the_same(self, engine_run: tuple[Path, dict], conformance_case: Case) -> None:
-        check_saved_model_reloads_and_predicts_the_same(*engine_run, conformance_case)
+    def test_saved_model_reloads_and_predicts_the_same(self, engine_run: tuple[Path, dict],
+                                                       conformance_case: Case) -> None:
+        run_check("saved_model_reloads_and_predicts_the_same", conformance_case,
+                  lambda: check_saved_model_reloads_and_predicts_the_same(*engine_run, conformance_case))
