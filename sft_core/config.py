@@ -223,9 +223,17 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. trainer.lr=3e-5)")
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
+        if "#" in value and _yaml_drops_text(value):
+            parsed = value  # YAML reads "#" as a comment: a value typed on the command line is kept whole
     except yaml.YAMLError:
         parsed = value
     return key.strip(), parsed
+
+
+def _yaml_drops_text(value: str) -> bool:
+    """Whether YAML reads part of ``value`` as a comment (``#1 String`` -> null, ``a #b`` -> "a")."""
+    tokens = [t for t in yaml.scan(value) if not isinstance(t, (yaml.StreamStartToken, yaml.StreamEndToken))]
+    return max((t.end_mark.index for t in tokens), default=0) < len(value.rstrip())
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

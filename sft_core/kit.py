@@ -33,6 +33,8 @@ def json_objects(path: str | Path, lines: Iterable[str]) -> Iterator[tuple[int, 
     A line that is not JSON, or not a JSON object, is a ``DataError`` naming the file and the line.
     """
     for n, line in enumerate(lines, 1):
+        if n == 1:
+            line = line.removeprefix("\ufeff")  # a byte-order mark (Windows editors write one) is no JSON
         if not line.strip():
             continue
         try:

@@ -205,3 +205,13 @@ def test_chat_in_a_terminal(chat_model):
     assert shown(answer) == [QA[0][0], QA[0][1], ">"], answer
     assert shown(second) == [QA[4][0], QA[4][1], ">"], second
     assert "Traceback" not in terminal.shown
+
+
+def test_predict_a_txt_file_of_prompts(chat_model, tmp_path):
+    """`sft predict --input prompts.txt`: one prompt a line, as the docs say of .txt inputs (it was read
+    as JSON lines: "line 1: invalid JSON"); a byte-order mark and blank lines are no prompts."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"\ufeff{QA[0][0]}\n\n{QA[3][0]}\n", encoding="utf-8")
+    done = ok(sft("predict", "--model", chat_model, "--input", prompts))
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["prompt"], r["generation"]) for r in records] == [QA[0], QA[3]]

@@ -212,6 +212,17 @@ def test_range_checks_after_coercion(spec):
         build_config(spec, [("t", {"trainer.lr": "-1e-5"})])
 
 
+@pytest.mark.parametrize("text, value", [
+    ("data.text_column=#1 String", "#1 String"),   # a GLUE column name: YAML read it as a comment (null)
+    ("data.text_column=review #2", "review #2"),   # YAML kept "review"
+    ("data.text_column='#1 String'", "#1 String"),
+    ("data.text_column=a#b", "a#b"),
+    ("data.label_names=[a, '#b']", ["a", "#b"]),
+])
+def test_an_override_value_with_a_hash_is_kept_whole(text, value):
+    assert parse_override(text) == (text.split("=")[0], value)
+
+
 def test_override_without_equals_sign(host):
     line = error_of(host, "--task", "classification", "trainer.lr")
     assert "'trainer.lr' is not KEY=VALUE" in line

@@ -311,3 +311,10 @@ def test_the_contract_page_lists_every_check_with_its_version():
     page = (ROOT / "docs" / "plugins" / "contract.md").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| `(\w+)` \| (\d+\.\d+) \|", page, re.MULTILINE))
     assert rows == {check.name: check.since for check in kit.CHECKS}
+
+
+def test_json_objects_reads_past_a_byte_order_mark(tmp_path):
+    from sft_core.kit import json_objects
+
+    lines = ['\ufeff{"text": "a"}', "", '{"text": "b"}']
+    assert list(json_objects(tmp_path / "x.jsonl", lines)) == [(1, {"text": "a"}), (3, {"text": "b"})]

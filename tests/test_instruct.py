@@ -175,6 +175,21 @@ def test_bad_records_get_a_clear_error(tmp_path, host, llama, row, message):
         task.load("train", str(data))
 
 
+@pytest.mark.parametrize("roles", [("user", "assistant", "user"), ("system", "assistant", "user")])
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_a_conversation_ending_with_a_user_turn_is_named(tmp_path, host, llama, roles, split):
+    """Once a TypeError deep in finish_features (train) or collate (after training, at the first
+    evaluation); now one line naming the file and the line, before any model loads."""
+    good = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    bad = {"messages": [{"role": role, "content": f"turn {i}"} for i, role in enumerate(roles)]}
+    data = write_jsonl(tmp_path / "data.jsonl", [good, bad])
+    _, task = task_for(host, llama, tmp_path)
+    with pytest.raises(DataError, match=r"data.jsonl line 2: the conversation ends with a user turn that no "
+                                        r"assistant answer follows"):
+        task.load(split, str(data))
+    assert [m["role"] for m in task.load("predict", str(data))[1]["messages"]] == list(roles)
+
+
 def test_model_without_a_chat_template_is_told_what_to_set(tmp_path, host, llama):
     _, task = task_for(host, llama, tmp_path)
     with pytest.raises(ConfigError, match="instruct.chat_template: chatml"):
@@ -525,3 +540,27 @@ def test_instruction_adapters_come_from_the_hook_and_from_1_1_members(host):
     assert adapter.answer({"text": "hi"}) == "HI" and adapter.prediction("HI", {}) == "hi"
     with pytest.raises(ConfigError, match="does not offer its data as instructions"):
         instruction_adapter(host, "plain", object())
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_record(tmp_path, host, llama):
+    """Windows editors save JSON lines with a UTF-8 byte-order mark; it was refused as invalid JSON."""
+    rows = [SHAPES["messages"], SHAPES["messages"]]
+    plain = write_jsonl(tmp_path / "plain.jsonl", rows)
+    marked = tmp_path / "marked.jsonl"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    _, task = task_for(host, llama, tmp_path)
+    assert ([e["messages"] for e in task.load("train", str(marked))]
+            == [e["messages"] for e in task.load("train", str(plain))])
+
+
+def test_empty_answers_are_counted_and_named(tmp_path, host, llama, capsys):
+    """An empty answer teaches the model to stop at once: kept, but counted and named, never silent."""
+    empty = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+             for q, a in (("Say nothing.", " "), ("Again?", ""))]
+    data = write_jsonl(tmp_path / "data.jsonl", [SHAPES["messages"], *empty])
+    _, task = task_for(host, llama, tmp_path)
+    capsys.readouterr()
+    assert len(task.load("train", str(data))) == 3
+    assert task.report["empty_answers"] == 2
+    assert ("instruct: 2 of 3 training examples have an empty assistant answer (data.jsonl line 2, data.jsonl line 3); "
+            "they teach the model to end its turn at once") in capsys.readouterr().err

@@ -262,3 +262,14 @@ def test_built_in_sample_is_parallel_and_disjoint():
     assert len(train) == 1000 and len(evaluation) == 150
     assert all(p["en"] and p["de"] for p in train + evaluation)
     assert not {p["en"] for p in train} & {p["en"] for p in evaluation}
+
+
+@pytest.mark.parametrize("name, text", [
+    ("pairs.jsonl", '{"translation": {"en": "a dog", "de": "ein Hund"}}\n'),
+    ("pairs.tsv", "a dog\tein Hund\n"),
+])
+def test_a_byte_order_mark_is_no_text(host, tmp_path, name, text):
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    [example] = read(host, path)
+    assert (example["source"], example["target"]) == ("a dog", "ein Hund")

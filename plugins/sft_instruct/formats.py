@@ -89,6 +89,12 @@ def to_messages(row: dict, shape: str, where: str, need_answer: bool) -> list[di
     if need_answer and not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{where}: no assistant answer to learn from or score against "
                         f"({ {'messages': 'a message with role assistant', 'sharegpt': 'a turn from gpt', 'prompt_completion': 'completion', 'alpaca': 'output'}[shape] } is missing)")
+    if need_answer and messages[-1]["role"] == "user":
+        # training learns the assistant turns and evaluation scores the last one against the answer
+        # it generates after the turns before it: a user turn after the last answer is neither
+        raise DataError(f"{where}: the conversation ends with a user turn that no assistant answer follows; "
+                        "end it with the answer (or drop the last message); conversations that end with a "
+                        "question are for sft predict")
     if not need_answer and messages[-1]["role"] == "assistant":
         messages = messages[:-1]  # predict: answer the conversation up to its last answer
         if not messages:
@@ -98,7 +104,7 @@ def to_messages(row: dict, shape: str, where: str, need_answer: bool) -> list[di
 
 def _lines(path: Path):
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with opener(path, "rt", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first record
         yield from f
 
 

@@ -130,6 +130,8 @@ class InstructTask:
         if split == "predict":  # prompts of a file; None: those of the built-in evaluation sample
             if path is None and self._source(0) is None:
                 path = SAMPLE / "eval.jsonl"
+            if path is not None and Path(path).suffix == ".txt" and self._source(0) is None:
+                return self._prompt_lines(Path(path))
             return self._read(0, "predict", path)
         if not self.options.mixture:
             if path is None:
@@ -154,7 +156,22 @@ class InstructTask:
                 examples = [e for found in per_source for e in found]
         if split == "eval":
             self._eval_references = [e["references"] for e in examples]
+        if split == "train":
+            self._count_empty_answers(examples)
         return examples
+
+    def _count_empty_answers(self, examples: list[dict]) -> None:
+        """Say so when assistant answers are empty: such an example teaches the model to end its turn
+        at once (kept: an empty answer may be meant, but never silently)."""
+        empty = [e for e in examples if any(m["role"] == "assistant" and not m["content"].strip()
+                                            for m in e["messages"])]
+        self.report["empty_answers"] = len(empty)
+        if empty:
+            places = ", ".join(f"{Path(e['file']).name} line {e['line']}" for e in empty[:5])
+            more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+            print(f"instruct: {len(empty)} of {len(examples)} training examples have an empty assistant answer "
+                  f"({places}{more}); they teach the model to end its turn at once: fill them in or drop them",
+                  file=sys.stderr)
 
     def setup(self, train_examples: list[dict]) -> None:
         for index in range(len(self.sources)):
@@ -429,11 +446,25 @@ class InstructTask:
                           "generation": p["text"], "references": e["references"]}
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-    def read_inputs(self, texts: list[str]) -> list[dict]:
+    def read_inputs(self, texts: list[str], where: str = "input") -> list[dict]:
         system = self.sources[0]["system"]
         head = [{"role": "system", "content": system}] if system is not None else []
-        return [source_record(0, [*head, {"role": "user", "content": t}], [], ("input", n))
+        return [source_record(0, [*head, {"role": "user", "content": t}], [], (where, n))
                 for n, t in enumerate(texts, 1)]
+
+    def _prompt_lines(self, path: Path) -> list[dict]:
+        """``sft predict --input prompts.txt``: one prompt a line (blank lines skipped), as TEXT arguments are."""
+        if not path.is_file():
+            raise DataError(f"data file not found: {path}")
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        examples = []
+        for n, line in enumerate(lines, 1):
+            if line.strip():
+                [example] = self.read_inputs([line.strip()], str(path))
+                examples.append(dict(example, line=n))
+        if not examples:
+            raise DataError(f"{path}: no prompts (a .txt input holds one prompt a line)")
+        return examples
 
     def format_prediction(self, prediction: dict, example: dict) -> dict:
         return {"prompt": _prompt_text(example["messages"]), "generation": prediction["text"]}

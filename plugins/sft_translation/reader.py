@@ -16,8 +16,8 @@ from sft_core.kit import json_objects
 
 def _open(path: Path):
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")  # -sig: a byte-order mark is no text
 
 
 def _lines(path: Path) -> list[str]:
