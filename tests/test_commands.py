@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SAMPLE, Terminal, free_port, json_lines, ok, sft, sft_env, wait_ready
+from helpers import SAMPLE, Terminal, free_port, invoke, json_lines, ok, sft, sft_env, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +69,25 @@ def test_run_eval_predict(classifier, tmp_path):
     assert {p["prediction"] for p in predicted} <= {"negative", "positive"}
 
 
+def test_each_data_file_keeps_its_own_evaluation(classifier, tmp_path):
+    """sft eval without --output-dir wrote every data file's results to RUN/eval, each evaluation
+    silently replacing the one before; now one folder per data file, named after it."""
+    rows = (SAMPLE / "eval.jsonl").read_text(encoding="utf-8").splitlines()
+    files = {tmp_path / "a" / "dev.jsonl": rows[:10], tmp_path / "b" / "dev.jsonl": rows[10:30],
+             tmp_path / "held-out.jsonl": rows[30:45]}
+    for path, lines in files.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outputs = [invoke("eval", "--model", classifier / "model", "--data", path) for path in [*files, *files][:4]]
+    assert all(r.exit_code == 0 for r in outputs), [r.output for r in outputs]
+    folders = {"eval-dev": 10, "eval-dev-2": 20, "eval-held-out": 15}
+    for name, count in folders.items():
+        assert json.loads((classifier / name / "eval_results.json").read_text())["eval_samples"] == count
+    assert f"written to {classifier / 'eval-dev'}\n" in outputs[0].output
+    assert f"written to {classifier / 'eval-dev'} (replacing its earlier evaluation of the same data)" in outputs[3].output
+    assert json.loads((classifier / "eval-dev-2" / "evaluated.json").read_text())["data"] == str(tmp_path / "b" / "dev.jsonl")
+
+
 def test_report_of_a_run(classifier, tmp_path):
     ok(sft("report", classifier, "--output", tmp_path / "report.html"))
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
@@ -76,9 +95,10 @@ def test_report_of_a_run(classifier, tmp_path):
 
 
 def test_export_then_predict_from_the_exported_folder(classifier, tmp_path):
-    exported = tmp_path / "onnx"
-    ok(sft("export", "--model", classifier / "model", "--output", exported))
-    assert (exported / "model.onnx").is_file()
+    """Without --output (once "Missing option '--output'"), the export lands beside the model, as sft eval's."""
+    done = ok(sft("export", "--model", classifier / "model"))
+    exported = classifier / "onnx"
+    assert json.loads(done.stdout)["output"] == str(exported) and (exported / "model.onnx").is_file()
     texts = ["a warm and funny film", "the soup was cold"]
     torch_records = json_lines(ok(sft("predict", "--model", classifier / "model", *texts)).stdout)
     onnx_records = json_lines(ok(sft("predict", "--model", exported, *texts)).stdout)
@@ -215,3 +235,13 @@ def test_predict_a_txt_file_of_prompts(chat_model, tmp_path):
     done = ok(sft("predict", "--model", chat_model, "--input", prompts))
     records = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(r["prompt"], r["generation"]) for r in records] == [QA[0], QA[3]]
+
+
+@pytest.mark.parametrize("model, quantize, expected", [
+    ("runs/sst2/model", None, "runs/sst2/onnx"), ("runs/sst2/model/", "int8", "runs/sst2/onnx-int8"),
+    ("my-model", None, "my-model-onnx"), ("/abs/best", "int8", "/abs/best-onnx-int8"),
+])
+def test_the_export_folder_defaults_beside_the_model(model, quantize, expected):
+    from sft_core.commands.export import default_output
+
+    assert default_output(model, quantize) == expected

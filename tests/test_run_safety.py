@@ -51,8 +51,11 @@ def interrupted(tmp_path, tiny_model) -> Path:
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train_tiny(out, tiny_model, [StopAt(5)], **{**TINY_RUN, "trainer.max_steps": 8, "trainer.save_every": 4})
-    (out / "eval").mkdir()
-    (out / "eval" / "eval_results.json").write_text("{}")
+    for name in ("eval", "eval-dev", "zero-shot-test"):
+        (out / name).mkdir()
+        (out / name / "eval_results.json").write_text("{}")
+        (out / name / "evaluated.json").write_text('{"data": "dev.tsv"}')
+    (out / "eval-notes").mkdir()  # the user's, not sft eval's
     (out / "notes.txt").write_text("my notes on this run\n")
     (out / "predictions.jsonl").write_text('{"old": true}\n')
     return out
@@ -75,7 +78,8 @@ def test_an_interrupted_run_is_refused_then_replaced_with_overwrite(interrupted,
     steps = [json.loads(line).get("step") for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps[0] == 1 and steps == sorted(steps) and max(steps) == 2  # the new run's log alone (the old went to 4)
     assert not (out / "checkpoints").exists()  # the earlier run's checkpoints are gone
-    assert not (out / "eval").exists()  # sft eval's results of the earlier model too
+    assert not [name for name in ("eval", "eval-dev", "zero-shot-test") if (out / name).exists()]  # sft eval's too
+    assert (out / "eval-notes").is_dir()
     assert (out / "notes.txt").read_text() == "my notes on this run\n"  # a file sft never writes stays
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 8 and "old" not in predictions[0]

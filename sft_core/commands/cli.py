@@ -86,8 +86,9 @@ def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from
 @click.option("--task", "task_name", help="Task to evaluate an untrained model on (a saved model knows its task).")
 @click.option("--config", "configs", multiple=True, type=click.Path(), help="YAML config file (e.g. the recipe); repeatable.")
 @click.option("--data", help="Evaluation data file, or a dataset as hf:NAME[:CONFIG]@SPLIT (default: data.eval of --config).")
-@click.option("--output-dir", help="Where eval_results.json and predictions go (default: next to the model, in eval/; "
-              "for an untrained model OUTPUT_DIR/zero-shot).")
+@click.option("--output-dir", help="Where eval_results.json and predictions go (default: next to the model, in eval/ "
+              "for the run's own evaluation data and eval-NAME/ for a data file NAME.EXT, one folder per file; "
+              "for an untrained model OUTPUT_DIR/zero-shot, zero-shot-NAME).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Set a config key, e.g. "
               "trainer.eval_batch_size=8 or data.max_eval_samples=100; repeatable.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
@@ -100,7 +101,8 @@ def eval_(ctx, model_dir, task_name, configs, data, output_dir, settings, overri
     """
     result = api.evaluation(model_dir, data, output_dir, task_name, configs, [*overrides, *settings], host_of(ctx))
     click.echo(json.dumps(result["metrics"], indent=2))
-    click.echo(f"written to {result['output_dir']}", err=True)
+    again = " (replacing its earlier evaluation of the same data)" if result.get("replaced") else ""
+    click.echo(f"written to {result['output_dir']}{again}", err=True)
 
 
 def _named_inputs(args) -> tuple[list[str], dict[str, list[str]]]:

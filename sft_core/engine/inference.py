@@ -3,6 +3,7 @@ and ``sft predict`` (one record per input), each reading its input whole."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..errors import SFTError
@@ -38,6 +39,7 @@ def evaluate_saved(model_dir: str, data: str | None, output_dir: str | None, hos
         if task_name is not None and task_name != config.task:
             raise SFTError(f"{model_dir} is a model of task {config.task!r}, not {task_name!r}")
         model_path = model_dir
+    given = data is not None
     data = data or config.data.eval  # None: the task's built-in sample
     accelerator = make_accelerator(config)
     examples = _limit(task.load("eval", resolve_source(data)), config.data.max_eval_samples)
@@ -49,15 +51,54 @@ def evaluate_saved(model_dir: str, data: str | None, output_dir: str | None, hos
     model.to(accelerator.device)
     features = build_features(task, config, tokenizer, examples, "eval")
     metrics, predictions = evaluate(accelerator, task, model, features, examples, config.trainer.eval_batch_size)
+    if data is None:
+        source = "the built-in sample"
+    else:  # the data file as a full path: the same file however it was named on the command line
+        source = str(data) if str(data).startswith("hf:") else str(Path(data).resolve())
     if output_dir:
         out = Path(output_dir)
     else:
-        out = Path(config.output_dir) / "zero-shot" if pretrained else Path(model_dir).resolve().parent / "eval"
+        base = Path(config.output_dir) if pretrained else Path(model_dir).resolve().parent
+        out = evaluation_folder(base, "zero-shot" if pretrained else "eval", source if given else None)
+    replaced = _evaluated(out) == source
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         files.write_json(out / "eval_results.json", metrics)
         files.write_predictions(task, out, predictions, examples)
-    return {"metrics": metrics, "output_dir": str(out)}
+        files.write_json(out / EVALUATED_FILE, {"model": str(model_dir), "data": source})
+    return {"metrics": metrics, "output_dir": str(out), "replaced": replaced}
+
+
+#: What an evaluation folder holds the results of: {"model", "data"}.
+EVALUATED_FILE = "evaluated.json"
+
+
+def _evaluated(folder: Path) -> str | None:
+    """The data whose evaluation ``folder`` holds, or None (no folder, or none sft eval wrote)."""
+    import json
+
+    try:
+        return json.loads((folder / EVALUATED_FILE).read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def evaluation_folder(base: Path, prefix: str, data: str | None) -> Path:
+    """Where ``sft eval`` writes without ``--output-dir``: ``base/prefix`` for the run's own evaluation
+    data, ``base/prefix-NAME`` for a data file NAME.EXT (``-2``, ``-3``, ... when that folder holds
+    another file's evaluation): one folder per data file, so an evaluation never replaces another's."""
+    if data is None:
+        return base / prefix
+    if data.startswith("hf:"):
+        name = data[3:]
+    else:
+        path = Path(data.rstrip("/\\"))
+        name = Path(path.stem).stem if path.suffix == ".gz" else (path.stem if path.suffix else path.name)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "data"
+    folder, n = base / f"{prefix}-{name}", 2
+    while folder.exists() and _evaluated(folder) != data:
+        folder, n = base / f"{prefix}-{name}-{n}", n + 1
+    return folder
 
 
 def _read_fields(task, name: str, fields: dict[str, list[str]]) -> list[dict]:

@@ -12,10 +12,12 @@ from pathlib import Path
 
 from ..errors import SFTError
 
-#: Files and folders of a run that sft writes (``sft run``; ``sft eval`` next to the model: eval/;
-#: for an untrained model: zero-shot/). ``--overwrite`` removes these and the prediction files only.
+#: Files and folders of a run that sft writes (``sft run``; ``sft eval`` next to the model: eval/ and
+#: eval-NAME/ per data file; for an untrained model: zero-shot/, zero-shot-NAME/). ``--overwrite``
+#: removes these and the prediction files only.
 RUN_FILES = ("config.yaml", "metrics.jsonl", "run_info.json", "train_results.json", "eval_results.json", "report.html")
 RUN_FOLDERS = ("checkpoints", "model", "eval", "zero-shot", "tensorboard")
+EVALUATION_PREFIXES = ("eval-", "zero-shot-")
 #: What shows that a folder holds a run
 MARKERS = ("config.yaml", "metrics.jsonl", "eval_results.json", "model")
 
@@ -92,7 +94,9 @@ def remove_run(folder: Path, prediction_files=()) -> None:
         for path in (folder / name, folder / f".tmp-{name}"):
             if path.is_file() or path.is_symlink():
                 path.unlink()
-    for name in (*RUN_FOLDERS, ".tmp-model", ".old-model"):
+    evaluations = [p.name for p in folder.glob("*-*") if p.is_dir() and p.name.startswith(EVALUATION_PREFIXES)
+                   and (p / "evaluated.json").is_file()]  # sft eval's folders per data file, by what it wrote
+    for name in (*RUN_FOLDERS, *evaluations, ".tmp-model", ".old-model"):
         path = folder / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

@@ -15,10 +15,22 @@ import click
 from ...host.hookspecs import hookimpl
 
 
+def default_output(model_dir: str, quantize: str | None) -> str:
+    """Where ``sft export`` writes without ``--output``: beside the model, as ``sft eval`` writes RUN/eval
+    (RUN/model -> RUN/onnx, RUN/onnx-int8; another folder X -> X-onnx)."""
+    from pathlib import Path
+
+    folder = Path(model_dir.rstrip("/\\") or ".")
+    name = "onnx" + (f"-{quantize}" if quantize else "")
+    return str(folder.parent / name if folder.name == "model" else folder.with_name(f"{folder.name}-{name}"))
+
+
 @click.command("export")
 @click.option("--model", "model_dir", required=True, type=click.Path(), help="Model folder written by `sft run` (RUN/model).")
 @click.option("--format", "format_", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="Export format.")
-@click.option("--output", required=True, type=click.Path(file_okay=False), help="Folder to write (model.onnx, tokenizer, sft_task.json).")
+@click.option("--output", type=click.Path(file_okay=False),
+              help="Folder to write (model.onnx, tokenizer, sft_task.json) [default: beside the model: RUN/onnx "
+                   "for RUN/model, RUN/onnx-int8 when quantized].")
 @click.option("--quantize", type=click.Choice(["int8"]), help="Quantize the weights dynamically with onnxruntime.")
 @click.option("--data", help="Data file whose examples verify the export [default: the run's evaluation data, "
               "else the task's built-in sample].")
@@ -33,7 +45,7 @@ def export(ctx, model_dir, format_, output, quantize, data, samples, tolerance, 
 
     \b
     Examples:
-      sft export --model runs/sst2/model --output exported/sst2
+      sft export --model runs/sst2/model                  # writes runs/sst2/onnx
       sft export --model runs/sst2/model --quantize int8 --output exported/sst2-int8
       sft eval --model exported/sst2-int8 --data dev.tsv
       sft serve --model exported/sst2-int8
@@ -41,6 +53,7 @@ def export(ctx, model_dir, format_, output, quantize, data, samples, tolerance, 
     from .onnx import export_onnx
 
     host = ctx.find_root().obj
+    output = output or default_output(model_dir, quantize)
     report = export_onnx(model_dir, output, host, quantize=quantize, data=data, samples=samples, tolerance=tolerance,
                          overwrite=overwrite, opset=opset, echo=lambda line: click.echo(line, err=True))
     click.echo(json.dumps({"output": output, **report}, indent=2))
