@@ -74,6 +74,52 @@ def test_qnli_question_sentence(host, tmp_path):
         ("Who wrote it?", "It rained all day.", "not_entailment")]
 
 
+# every GLUE task's own header, as its download writes it: read with no setting at all
+GLUE_HEADERS = {
+    "MRPC": ("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+             "1\t702876\t702977\tAmrozi accused his brother.\tReferring to him, Amrozi accused his brother.\n"
+             "0\t2108705\t2108831\tYucaipa owned Dominick's.\tYucaipa bought Dominick's in 1995.\n"),
+    "QQP": ("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+            "201359\t303345\t303346\tWhy are you sad?\tWhat makes you sad?\t1\n"
+            "263843\t69383\t380476\tHow do I learn Go?\tWho founded Rome?\t0\n"),
+    "WNLI": ("index\tsentence1\tsentence2\tlabel\n"
+             "0\tThe cup did not fit, it was too big.\tThe cup was too big.\t1\n"
+             "1\tI poured water, it was empty.\tThe bottle was empty.\t0\n"),
+    "MNLI": ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+             "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n"
+             "0\t31193\t31193n\tgovernment\t( x )\t( y )\t(ROOT x)\t(ROOT y)\tThe cat sat.\tA cat sat.\t"
+             "entailment\tentailment\n"
+             "1\t101457\t101457e\ttelephone\t( x )\t( y )\t(ROOT x)\t(ROOT y)\tIt rained.\tIt was dry.\t"
+             "contradiction\tcontradiction\n"),
+}
+
+
+@pytest.mark.parametrize("name", list(GLUE_HEADERS))
+def test_every_glue_header_is_recognised(host, tmp_path, name):
+    """MRPC's header (Quality, #1 String, #2 String) was read as a data row of columns 0-4."""
+    path = write(tmp_path / "dev.tsv", GLUE_HEADERS[name])
+    examples = task_for(host).load("train", str(path))
+    rows = [line.split("\t") for line in GLUE_HEADERS[name].splitlines()]
+    header = rows[0]
+    text, pair, label = {"MRPC": (3, 4, 0), "QQP": (3, 4, 5), "WNLI": (1, 2, 3), "MNLI": (8, 9, 11)}[name]
+    assert [(e["text"], e["text_pair"], e["label"]) for e in examples] == [(r[text], r[pair], r[label]) for r in rows[1:]]
+    assert header[label] in ("Quality", "is_duplicate", "label", "gold_label")
+
+
+def test_a_first_row_holding_the_named_columns_is_a_header(host, tmp_path):
+    path = write(tmp_path / "reviews.tsv", "Review Text\tStars\nLovely stay.\t5\nCold room.\t1\n")
+    task = task_for(host, **{"data.text_column": "Review Text", "data.label_column": "Stars"})
+    assert [(e["text"], e["label"]) for e in task.load("train", str(path))] == [("Lovely stay.", "5"), ("Cold room.", "1")]
+
+
+def test_a_named_column_in_a_file_without_header_says_why(host, tmp_path):
+    path = write(tmp_path / "reviews.tsv", "Lovely stay.\t5\nCold room.\t1\n")
+    task = task_for(host, **{"data.text_column": "Review Text"})
+    with pytest.raises(DataError, match=r"reviews.tsv: no column 'Review Text' \(set by data.text_column\): the file "
+                                        r"was read without a header row, so its columns are positions 0-1"):
+        task.load("train", str(path))
+
+
 def test_rte_superglue_jsonl_train_glue_tsv_eval(host, tmp_path):
     train = write(tmp_path / "train.jsonl", "".join(json.dumps(r) + "\n" for r in [
         {"premise": "No weapons were found.", "hypothesis": "Weapons were found.", "label": "not_entailment", "idx": 0},

@@ -26,9 +26,11 @@ from sft_core.kit import json_objects
 from .options import parse_rows
 
 TEXT_NAMES = ("sentence", "text", "content", "review", "document")
+# the GLUE tasks' own headers among them: MRPC "#1 String"/"#2 String" and "Quality", QQP "is_duplicate"
 PAIR_NAMES = (("sentence1", "sentence2"), ("question", "sentence"), ("premise", "hypothesis"),
-              ("question1", "question2"), ("text", "text_pair"))
-LABEL_NAMES = ("label", "labels", "score", "gold_label", "sentiment", "class", "target", "category")
+              ("question1", "question2"), ("#1 string", "#2 string"), ("text", "text_pair"))
+LABEL_NAMES = ("label", "labels", "score", "gold_label", "quality", "is_duplicate", "sentiment", "class", "target",
+               "category")
 KNOWN = {*TEXT_NAMES, *(n for pair in PAIR_NAMES for n in pair), *LABEL_NAMES}
 
 
@@ -53,7 +55,7 @@ def _records(path: Path, data, limit: int | None = None) -> tuple[list[tuple[int
     if not lines:
         return [], []
     first = [c.strip() for c in lines[0][1]]
-    header = data.header if data.header is not None else (data.columns is None and bool(KNOWN & {c.lower() for c in first}))
+    header = data.header if data.header is not None else (data.columns is None and _names_columns(first, data))
     if header:
         names, lines = first, lines[1:]
     elif data.columns:
@@ -70,6 +72,14 @@ def _records(path: Path, data, limit: int | None = None) -> tuple[list[tuple[int
             raise DataError(f"{path} line {n}: {len(values)} fields, expected {len(names)} ({', '.join(names)})")
         rows.append((n, dict(zip(names, values))))
     return rows, names
+
+
+def _names_columns(first: list[str], data) -> bool:
+    """Whether a first row is a header: it holds a column name this reader knows, or a column the
+    config names (data.text_column, text_pair_column, label_column) by name."""
+    named = {getattr(data, key, None) for key in ("text_column", "text_pair_column", "label_column")}
+    named = {n for n in named if isinstance(n, str) and not n.isdigit()}
+    return bool(KNOWN & {c.lower() for c in first}) or bool(named & set(first))
 
 
 def _folder_records(path: Path, data) -> tuple[list[tuple[int, dict]], list[str]]:
@@ -141,6 +151,10 @@ def _find(names: list[str], wanted: str) -> str | None:
 def _pick(names: list[str], wanted: str | None, candidates, what: str, key: str, path: Path, required: bool = True):
     if wanted is not None:
         if wanted not in names:
+            if all(n.isdigit() for n in names):  # read without a header: the columns are positions
+                raise DataError(f"{path}: no column {wanted!r} (set by {key}): the file was read without a header "
+                                f"row, so its columns are positions {names[0]}-{names[-1]}; give {key} a position, "
+                                "data.columns names, or data.header=true if the first row names the columns")
             raise DataError(f"{path}: no column {wanted!r} (set by {key}); columns: {', '.join(names)}")
         return wanted
     for name in candidates:
