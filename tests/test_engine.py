@@ -124,3 +124,17 @@ def test_max_time_stops_training(tmp_path, tiny_model):
     assert result["train"]["status"] == "stopped"
     assert result["train"]["train_steps"] < 100
     assert (tmp_path / "eval_results.json").is_file()
+
+
+def test_every_metrics_row_counts_epochs_the_same_way(tmp_path, tiny_model):
+    """One convention (the Trainer's): "epoch" is the epochs completed at that step, a fraction. The
+    evaluations of a 20-step run with 5 steps per epoch were labelled 1, 2, 3, 3 while training rows
+    counted from 0."""
+    train_tiny(tmp_path, tiny_model, **{"data.max_train_samples": 20, "trainer.batch_size": 4, "trainer.max_steps": 20,
+                                        "trainer.log_every": 1, "trainer.save_every": 0})
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    training = [(r["step"], r["epoch"]) for r in rows if "loss" in r]
+    evaluations = [(r["step"], r["epoch"]) for r in rows if "eval_accuracy" in r]
+    assert training == [(step, step / 5) for step in range(1, 21)]
+    assert evaluations == [(5, 1.0), (10, 2.0), (15, 3.0), (20, 4.0)]
+    assert json.loads((tmp_path / "train_results.json").read_text())["epochs_completed"] == 4.0

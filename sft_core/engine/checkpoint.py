@@ -47,6 +47,12 @@ class TrainState:
     def saved(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "stop_reason"}
 
+    def epochs_done(self, steps_per_epoch: int) -> float:
+        """Epochs completed at this step, as a fraction (the Hugging Face Trainer's convention): 0.2
+        after the first of five steps per epoch, 1.0 at the end of the first epoch. Every row of
+        ``metrics.jsonl`` (training and evaluation) gives this as its ``epoch``."""
+        return round(self.epoch + self.steps_in_epoch / max(steps_per_epoch, 1), 4)
+
 
 def provider(task) -> dict:
     """Which installed distribution provides ``task``'s code (its name and version), so a model whose

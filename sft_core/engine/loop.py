@@ -74,7 +74,7 @@ def _fit(run: Run, stops: StopSignals) -> dict:
     model, optimizer, scheduler, state, sharded = prepare(run, plan)
     saver = Saver(run, model, optimizer, sharded)
     logger = MetricsLogger(run.output_dir, enabled=acc.is_main_process, append=run.resume_from is not None)
-    evaluations = Evaluations(run, model, state, saver, logger)
+    evaluations = Evaluations(run, model, state, saver, logger, plan.steps_per_epoch)
     bar = progress_bar(plan.total_steps, state.global_step, enabled=acc.is_main_process)
     window = LogWindow(state.train_seconds)
     compute_loss = roles(task).compute_loss
@@ -112,7 +112,7 @@ def _fit(run: Run, stops: StopSignals) -> dict:
                 bar.update(1)
                 run.hooks.sft_step_end(config=run.config, state=state, loss=loss, lr=lr)
                 if state.global_step % cfg.log_every == 0 or state.global_step == plan.total_steps:
-                    window.log(logger, bar, state, lr)
+                    window.log(logger, bar, state, lr, plan.steps_per_epoch)
 
                 stop = state.global_step >= plan.total_steps
                 if cfg.max_time_minutes and _agree(acc, state.train_seconds >= cfg.max_time_minutes * 60):
@@ -273,9 +273,9 @@ class LogWindow:
         self.steps += 1
         self.samples += samples
 
-    def log(self, logger: MetricsLogger, bar, state: TrainState, lr: float) -> None:
+    def log(self, logger: MetricsLogger, bar, state: TrainState, lr: float, steps_per_epoch: int) -> None:
         elapsed = state.train_seconds - self.start
-        record = {"step": state.global_step, "epoch": state.epoch, "loss": round(self.loss / self.steps, 6), "lr": lr,
+        record = {"step": state.global_step, "epoch": state.epochs_done(steps_per_epoch), "loss": round(self.loss / self.steps, 6), "lr": lr,
                   "samples_per_second": round(self.samples / elapsed, 2) if elapsed else 0.0}
         logger.log(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", samples_s=record["samples_per_second"])
@@ -288,7 +288,7 @@ def _train_results(state: TrainState, plan: Schedule, status: str) -> dict:
         "train_samples": state.samples_seen,
         "train_samples_per_second": round(state.samples_seen / state.train_seconds, 3) if state.train_seconds else 0.0,
         "train_steps": state.global_step,
-        "epochs_completed": state.epoch + state.steps_in_epoch / max(plan.steps_per_epoch, 1),
+        "epochs_completed": state.epochs_done(plan.steps_per_epoch),
         "status": status,
     }
 
@@ -299,8 +299,9 @@ class Evaluations:
     """Evaluates during training, keeps the best model (through the ``Saver``), counts evaluations
     without improvement for early stopping."""
 
-    def __init__(self, run: Run, model, state: TrainState, saver: Saver, logger: MetricsLogger):
+    def __init__(self, run: Run, model, state: TrainState, saver: Saver, logger: MetricsLogger, steps_per_epoch: int):
         self.run, self.model, self.saver, self.logger = run, model, saver, logger
+        self.steps_per_epoch = steps_per_epoch
         cfg = run.config.trainer
         self.metric = cfg.metric_for_best or run.task.main_metric
         self.direction = metric_direction(run.task, self.metric)  # declared by the task
@@ -321,7 +322,7 @@ class Evaluations:
         if self.metric not in metrics:
             raise ConfigError(f"trainer.metric_for_best={self.metric!r} is not a metric of task "
                               f"{run.config.task!r}; available: {', '.join(sorted(metrics))}")
-        self.logger.log({"step": state.global_step, "epoch": state.epoch, "train_seconds": round(state.train_seconds, 1),
+        self.logger.log({"step": state.global_step, "epoch": state.epochs_done(self.steps_per_epoch), "train_seconds": round(state.train_seconds, 1),
                          **{_eval_key(k): v for k, v in metrics.items() if k != "step"}})
         run.hooks.sft_evaluate_end(config=run.config, state=state, metrics=metrics)
         if _better(self.direction, metrics[self.metric], state.best_metric):  # the same on every process
