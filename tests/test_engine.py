@@ -138,3 +138,35 @@ def test_every_metrics_row_counts_epochs_the_same_way(tmp_path, tiny_model):
     assert training == [(step, step / 5) for step in range(1, 21)]
     assert evaluations == [(5, 1.0), (10, 2.0), (15, 3.0), (20, 4.0)]
     assert json.loads((tmp_path / "train_results.json").read_text())["epochs_completed"] == 4.0
+
+
+class FailingEvaluation:
+    """A plugin whose task fails at its second evaluation (as a conversation without an answer
+    once failed in collate, after all the training before it)."""
+
+    @hookimpl
+    def sft_register_tasks(self, register):
+        from sft_classification.options import ClassificationData, ClassificationOptions
+        from sft_classification.task import ClassificationTask
+
+        class Task(ClassificationTask):
+            calls = 0
+
+            def compute_metrics(self, predictions, examples):
+                Task.calls += 1
+                if Task.calls == 2:
+                    raise TypeError("object of type 'NoneType' has no len()")
+                return super().compute_metrics(predictions, examples)
+
+        register("failing-eval", Task, config=ClassificationOptions, data_config=ClassificationData)
+
+
+def test_a_failed_evaluation_keeps_the_training_done(tmp_path, tiny_model, capsys):
+    values = {"task": "failing-eval", "trainer.max_steps": 6, "trainer.eval_every": 2, "trainer.save_every": 0}
+    with pytest.raises(TypeError, match="has no len"):
+        train_tiny(tmp_path, tiny_model, [FailingEvaluation()], **values)
+    kept = tmp_path / "checkpoints" / "step-00000004"
+    assert kept.is_dir() and sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best", "step-00000004"]
+    assert f"evaluation at step 4 failed; the training so far is kept in {kept}" in capsys.readouterr().err
+    result = train_tiny(tmp_path, tiny_model, [FailingEvaluation()], resume=True, **values)  # the cause gone
+    assert result["train"]["train_steps"] == 6

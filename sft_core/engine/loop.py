@@ -74,7 +74,7 @@ def _fit(run: Run, stops: StopSignals) -> dict:
     model, optimizer, scheduler, state, sharded = prepare(run, plan)
     saver = Saver(run, model, optimizer, sharded)
     logger = MetricsLogger(run.output_dir, enabled=acc.is_main_process, append=run.resume_from is not None)
-    evaluations = Evaluations(run, model, state, saver, logger, plan.steps_per_epoch)
+    evaluations = Evaluations(run, model, state, saver, logger, plan.steps_per_epoch, scheduler)
     bar = progress_bar(plan.total_steps, state.global_step, enabled=acc.is_main_process)
     window = LogWindow(state.train_seconds)
     compute_loss = roles(task).compute_loss
@@ -299,9 +299,10 @@ class Evaluations:
     """Evaluates during training, keeps the best model (through the ``Saver``), counts evaluations
     without improvement for early stopping."""
 
-    def __init__(self, run: Run, model, state: TrainState, saver: Saver, logger: MetricsLogger, steps_per_epoch: int):
+    def __init__(self, run: Run, model, state: TrainState, saver: Saver, logger: MetricsLogger, steps_per_epoch: int,
+                 scheduler):
         self.run, self.model, self.saver, self.logger = run, model, saver, logger
-        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_epoch, self.scheduler = steps_per_epoch, scheduler
         cfg = run.config.trainer
         self.metric = cfg.metric_for_best or run.task.main_metric
         self.direction = metric_direction(run.task, self.metric)  # declared by the task
@@ -311,12 +312,26 @@ class Evaluations:
         if state.best_step is not None and best_results.is_file():  # a resumed run's best so far
             self.best_metrics = json.loads(best_results.read_text(encoding="utf-8"))
 
+    def _keep_training(self, state: TrainState) -> None:
+        """An evaluation failed: checkpoint the training done so far (whatever trainer.save_every
+        says) before the error ends the run, and say where it is."""
+        self.saver.checkpoint(state, self.scheduler)
+        self.logger.log({"step": state.global_step, "event": "evaluation_failed"})
+        if self.run.accelerator.is_main_process:
+            print(f"evaluation at step {state.global_step} failed; the training so far is kept in "
+                  f"{self.saver.checkpoints / f'step-{state.global_step:08d}'}; fix the cause, then run the same "
+                  "command with --resume to go on from there", file=sys.stderr)
+
     def evaluate(self, state: TrainState, final: bool = False) -> bool:
         """Evaluate and keep the model if it is the best so far; True when early stopping says stop.
         The final evaluation writes an improved model straight to ``model/``."""
         run, cfg = self.run, self.run.config.trainer
-        metrics, predictions = evaluate(run.accelerator, run.task, self.model, run.eval_features, run.eval_examples,
-                                        cfg.eval_batch_size)
+        try:
+            metrics, predictions = evaluate(run.accelerator, run.task, self.model, run.eval_features, run.eval_examples,
+                                            cfg.eval_batch_size)
+        except Exception:
+            self._keep_training(state)
+            raise
         metrics["step"] = state.global_step
         self.last_metrics = metrics
         if self.metric not in metrics:
