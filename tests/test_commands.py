@@ -56,14 +56,20 @@ def classifier(tiny_model, tmp_path_factory) -> Path:
     done = ok(sft("run", "--task", "classification", "--model", tiny_model, "--output-dir", run,
                   "trainer.max_steps=6", "trainer.lr=1e-3", "trainer.eval_every=3"))
     assert json.loads(done.stdout)["train_steps"] == 6
+    # each evaluation's figures as it ends, then where the model is and what to do with it
+    assert re.search(r"^evaluation at step 3 \(epoch 0\.\d+\): accuracy [\d.]+, ", done.stderr, flags=re.M), done.stderr
+    assert f"the model is in {run / 'model'}; next:" in done.stderr
+    assert f"sft export --model {run / 'model'}" in done.stderr and "sft chat" not in done.stderr
     return run
 
 
 def test_run_eval_predict(classifier, tmp_path):
     results = json.loads((classifier / "eval_results.json").read_text())
+    shown = {k: v for k, v in sft_env().items() if k != "TQDM_DISABLE"}  # progress bars on, as for a user
     evaluated = ok(sft("eval", "--model", classifier / "model", "--data", SAMPLE / "eval.jsonl",
-                       "--output-dir", tmp_path / "eval"))
+                       "--output-dir", tmp_path / "eval", env=shown))
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(results["accuracy"])
+    assert "evaluating 60 examples" in evaluated.stderr  # its own progress (it froze with no word)
     predicted = json_lines(ok(sft("predict", "--model", classifier / "model", "great film", "awful food")).stdout)
     assert [p["text"] for p in predicted] == ["great film", "awful food"]
     assert {p["prediction"] for p in predicted} <= {"negative", "positive"}
@@ -195,11 +201,12 @@ def chat_model(tiny_llama, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("instruct")
     data = work / "qa.jsonl"
     data.write_text("".join(json.dumps({"prompt": q, "completion": a}) + "\n" for q, a in QA), encoding="utf-8")
-    ok(sft("run", "--task", "instruct", "--model", tiny_llama, "--train", data, "--eval", data,
+    done = ok(sft("run", "--task", "instruct", "--model", tiny_llama, "--train", data, "--eval", data,
            "--output-dir", work / "run", "instruct.chat_template=chatml", "peft.method=none", "trainer.batch_size=6",
            "trainer.max_steps=150", "trainer.lr=1e-2", "trainer.warmup_ratio=0", "trainer.eval_every=0",
            "trainer.save_every=0", "trainer.max_length=64"))
     assert json.loads((work / "run" / "eval_results.json").read_text())["exact_match"] == 100.0
+    assert f"sft chat --model {work / 'run' / 'model'}" in done.stderr and "sft export" not in done.stderr
     return work / "run" / "model"
 
 

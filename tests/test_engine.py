@@ -170,3 +170,4 @@ def test_a_failed_evaluation_keeps_the_training_done(tmp_path, tiny_model, capsy
     assert f"evaluation at step 4 failed; the training so far is kept in {kept}" in capsys.readouterr().err
     result = train_tiny(tmp_path, tiny_model, [FailingEvaluation()], resume=True, **values)  # the cause gone
     assert result["train"]["train_steps"] == 6
+

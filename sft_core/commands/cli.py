@@ -78,6 +78,28 @@ def run(ctx, task, configs, model, train, eval_, output_dir, resume, resume_from
         return
     click.echo(json.dumps({"output_dir": config.output_dir, **result["train"],
                            **{k if k.startswith("eval_") else f"eval_{k}": v for k, v in (result["eval"] or {}).items()}}, indent=2))
+    _say_what_next(config, host)
+
+
+def _say_what_next(config, host) -> None:
+    """Where the trained model is, and the commands that use it (on stderr: stdout is the summary)."""
+    from pathlib import Path
+
+    from ..task import roles
+
+    model = Path(config.output_dir) / "model"
+    if not model.is_dir():
+        return
+    task = roles(host.tasks[config.task].factory(config))
+    lines = [f"the model is in {model}; next:"]
+    if task.read_messages is not None:
+        lines.append(f"  sft chat --model {model}                 # talk to it in the terminal")
+    lines.append(f"  sft predict --model {model} TEXT...")
+    lines.append(f"  sft eval --model {model} --data FILE     # score it on other data")
+    lines.append(f"  sft serve --model {model}                # an HTTP API")
+    if not task.generative:
+        lines.append(f"  sft export --model {model}               # ONNX for production")
+    click.echo("\n".join(lines), err=True)
 
 
 @cli.command("eval")

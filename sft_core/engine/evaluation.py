@@ -48,8 +48,9 @@ def _sharded(model) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def predict_features(accelerator, task, model, features, batch_size: int) -> list:
-    """Run ``task.predict_step`` over all features; returns one output per feature, in feature order."""
+def predict_features(accelerator, task, model, features, batch_size: int, progress: str | None = None) -> list:
+    """Run ``task.predict_step`` over all features; returns one output per feature, in feature order.
+    ``progress``: a progress bar with this description (on the main process, on stderr)."""
     lengths = feature_lengths(features)
     world = accelerator.num_processes
     batches = eval_batches(lengths, batch_size, accelerator.process_index, world)
@@ -62,13 +63,15 @@ def predict_features(accelerator, task, model, features, batch_size: int) -> lis
     was_training = model.training
     model.eval()
     collected: list[tuple[int, object]] = []
-    with torch.inference_mode(), accelerator.autocast():
+    bar = _bar(progress, rounds, accelerator.is_main_process)
+    with torch.inference_mode(), accelerator.autocast(), bar:
         for step in range(rounds):
             indices = batches[step] if step < len(batches) else (batches or [[0]])[-1]
             batch = to_device(task.collate(rows(features, indices)), accelerator.device)
             outputs = _split_outputs(task.predict_step(model, batch), len(indices))
             if step < len(batches):
                 collected.extend(zip(indices, outputs))
+            bar.update(1)
     if was_training:
         model.train()
     if accelerator.num_processes > 1:
@@ -81,10 +84,19 @@ def predict_features(accelerator, task, model, features, batch_size: int) -> lis
     return ordered
 
 
+def _bar(description: str | None, total: int, main: bool):
+    """A progress bar of ``total`` batches (tqdm; TQDM_DISABLE=1 turns it off), or one that shows nothing."""
+    from tqdm.auto import tqdm
+
+    options = {} if description and main else {"disable": True}
+    return tqdm(total=total, desc=description, unit="batch", leave=False, dynamic_ncols=True, **options)
+
+
 def evaluate(accelerator, task, model, features, examples, batch_size: int) -> tuple[dict, list]:
-    """Predict and score an evaluation set; returns (metrics with timing, predictions)."""
+    """Predict and score an evaluation set, with a progress bar; returns (metrics with timing, predictions)."""
     start = time.perf_counter()
-    outputs = predict_features(accelerator, task, model, features, batch_size)
+    outputs = predict_features(accelerator, task, model, features, batch_size,
+                               progress=f"evaluating {len(examples):,} examples")
     predictions = task.postprocess(outputs, features, examples)
     # numbers become floats; text (e.g. a metric's signature) is kept as it is
     metrics = {k: v if isinstance(v, str) else float(v) for k, v in task.compute_metrics(predictions, examples).items()}

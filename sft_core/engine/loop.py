@@ -293,6 +293,15 @@ def _train_results(state: TrainState, plan: Schedule, status: str) -> dict:
     }
 
 
+def _say_metrics(step: int, epoch: float, metrics: dict) -> None:
+    """One line per evaluation on stderr (above the progress bar): its step, epoch and figures."""
+    from tqdm.auto import tqdm
+
+    shown = [f"{k} {v:.4g}" for k, v in metrics.items()
+             if isinstance(v, float) and k not in ("step", "eval_samples", "eval_runtime", "eval_samples_per_second")]
+    tqdm.write(f"evaluation at step {step} (epoch {epoch:g}): {', '.join(shown)}", file=sys.stderr)
+
+
 # --- evaluations: the best model and early stopping -----------------------------------------------
 
 class Evaluations:
@@ -339,6 +348,8 @@ class Evaluations:
                               f"{run.config.task!r}; available: {', '.join(sorted(metrics))}")
         self.logger.log({"step": state.global_step, "epoch": state.epochs_done(self.steps_per_epoch), "train_seconds": round(state.train_seconds, 1),
                          **{_eval_key(k): v for k, v in metrics.items() if k != "step"}})
+        if run.accelerator.is_main_process:
+            _say_metrics(state.global_step, state.epochs_done(self.steps_per_epoch), metrics)
         run.hooks.sft_evaluate_end(config=run.config, state=state, metrics=metrics)
         if _better(self.direction, metrics[self.metric], state.best_metric):  # the same on every process
             state.best_metric, state.best_step = metrics[self.metric], state.global_step
