@@ -223,6 +223,12 @@ def test_chat_in_a_terminal(chat_model):
         start = len(terminal.shown)
         terminal.type(QA[4][0])
         second = terminal.read_until("\n> ", start)
+        start = len(terminal.shown)
+        terminal.type("/reset")
+        terminal.read_until("\n> ", start)
+        start = len(terminal.shown)
+        terminal.type("\x1b[A" * 4)  # the up arrow, four times: back past /reset, the question, /reset to the first
+        recalled = terminal.read_until("\n> ", start)
         terminal.type("/exit")
     finally:
         code = terminal.close()
@@ -231,7 +237,46 @@ def test_chat_in_a_terminal(chat_model):
     shown = lambda text: [line.strip() for line in text.replace("\r", "").splitlines()]  # noqa: E731
     assert shown(answer) == [QA[0][0], QA[0][1], ">"], answer
     assert shown(second) == [QA[4][0], QA[4][1], ">"], second
+    assert QA[0][1] in shown(recalled), recalled  # line editing and history (the arrows printed ^[[A)
     assert "Traceback" not in terminal.shown
+
+
+def test_ctrl_c_stops_an_answer_not_the_chat(chat_model, monkeypatch):
+    """Ctrl-C during an answer stops it and returns to the prompt, the words so far kept in the
+    conversation; at the prompt it leaves quietly (it exited with the training message about
+    checkpoints and --resume)."""
+    import sft_core.engine as engine
+    from sft_core.host.manager import PluginHost
+    from sft_instruct.chat import chat_session
+
+    real = engine.prepare_for_inference
+
+    def interrupted_answers(*args, **kwargs):
+        task, tokenizer, model = real(*args, **kwargs)
+
+        def generate(model, ids, mask, max_new_tokens, streamer):
+            streamer.on_finalized_text("the cat")  # the words streamed before the key was pressed
+            raise KeyboardInterrupt
+
+        task.generate = generate
+        return task, tokenizer, model
+
+    monkeypatch.setattr(engine, "prepare_for_inference", interrupted_answers)
+    typed, shown = iter([QA[2][0]]), []
+
+    def read(prompt):
+        shown.append(prompt)
+        line = next(typed, None)
+        if line is None:
+            raise KeyboardInterrupt  # Ctrl-C at the prompt
+        return line
+
+    try:
+        messages = chat_session(str(chat_model), PluginHost(), read=read, write=shown.append)
+    except KeyboardInterrupt:  # as a failure of this test, not an interrupt of the whole test session
+        pytest.fail("Ctrl-C ended the chat: " + "".join(shown))
+    assert messages[-2:] == [{"role": "user", "content": QA[2][0]}, {"role": "assistant", "content": "the cat"}]
+    assert "".join(shown).endswith("the cat\n(answer stopped)\n> \n") and "resume" not in "".join(shown)
 
 
 def test_predict_a_txt_file_of_prompts(chat_model, tmp_path):

@@ -11,7 +11,7 @@ from typing import Callable
 
 import click
 
-HELP = "/reset starts a new conversation, /exit (or Ctrl-D) quits"
+HELP = "/reset starts a new conversation, Ctrl-C stops an answer, /exit (or Ctrl-D) quits"
 
 
 def chat_session(model: str, host, read: Callable[[str], str], write: Callable[[str], None],
@@ -27,7 +27,10 @@ def chat_session(model: str, host, read: Callable[[str], str], write: Callable[[
     from .template import prompt_ids
 
     class Streamer(TextStreamer):
+        shown = ""  # the answer so far, as streamed
+
         def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            self.shown += text
             write(text + ("\n" if stream_end else ""))
 
     def fresh() -> list[dict]:
@@ -40,7 +43,7 @@ def chat_session(model: str, host, read: Callable[[str], str], write: Callable[[
     while True:
         try:
             line = read("> ")
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D, or Ctrl-C at the prompt: leave quietly
             write("\n")
             break
         text = line.strip()
@@ -53,13 +56,27 @@ def chat_session(model: str, host, read: Callable[[str], str], write: Callable[[
             write("(new conversation)\n")
             continue
         messages.append({"role": "user", "content": text})
-        ids = torch.tensor([prompt_ids(tokenizer, messages)])
         streamer = Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        with torch.inference_mode():
-            answer = task.generate(model_obj, ids, torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                   streamer=streamer)[0]
-        messages.append({"role": "assistant", "content": tokenizer.decode(answer, skip_special_tokens=True).strip()})
+        try:
+            ids = torch.tensor([prompt_ids(tokenizer, messages)])
+            with torch.inference_mode():
+                answer = task.generate(model_obj, ids, torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                       streamer=streamer)[0]
+            content = tokenizer.decode(answer, skip_special_tokens=True).strip()
+        except KeyboardInterrupt:  # Ctrl-C during an answer stops that answer; the conversation goes on
+            write("\n(answer stopped)\n")
+            content = streamer.shown.strip()
+        messages.append({"role": "assistant", "content": content})
     return messages
+
+
+def line_editing() -> None:
+    """Arrow keys, line editing and the history of this session's lines at the prompt (GNU readline
+    where Python has it; elsewhere input() as it is)."""
+    try:
+        import readline  # noqa: F401  (importing it is what turns editing on for input())
+    except ImportError:
+        pass
 
 
 @click.command("chat")
@@ -73,5 +90,6 @@ def chat_command(ctx, model, system, max_new_tokens, overrides):
     from sft_core.api import config_layers
 
     host = ctx.find_root().obj
+    line_editing()
     chat_session(model, host, read=input, write=lambda s: (sys.stdout.write(s), sys.stdout.flush()),
                  system=system, max_new_tokens=max_new_tokens, layers=config_layers((), list(overrides)))
