@@ -207,3 +207,26 @@ def test_the_command_writes_the_page_and_refuses_a_folder_that_is_not_a_run(tmp_
     for target, message in ((tmp_path / "empty", "is not a run folder of sft"), (tmp_path / "missing", "no such folder")):
         bad = sft("report", target, timeout=120)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_instruct_run_shows_its_generations_and_leaves_flat_lines_out(tmp_path):
+    """The instruct report plotted answer_tokens (a constant) as a curve, showed the training time as
+    45.0000 and had no generation to read."""
+    records = [{"source": "instruct", "prompt": f"What is {n} + {n}?", "generation": str(2 * n),
+                "references": [str(2 * n)]} for n in range(14)]
+    run = write_run(tmp_path / "chat", "instruct", [{"exact_match": e, "f1": e + 5, "answer_tokens": 12}
+                                                    for e in (20.0, 35.0, 50.0)], predictions=records)
+    checker = check_page(Path(write_report([str(run)])))
+    names, text = alts(checker), " ".join(checker.text)
+    assert "evaluation answer_tokens against step" not in names and "evaluation exact_match against step" in names
+    assert "The same at every evaluation, so not plotted: answer_tokens 12." in text
+    assert "Sample generations: chat (the first 10 of 14)" in text and "What is 9 + 9?" in text
+    assert "What is 10 + 10?" not in text
+    assert "45.0 s" in text and "45.0000" not in text
+
+
+@pytest.mark.parametrize("seconds, shown", [(45.04, "45.0 s"), (185.4821, "3 min 05 s"), (3725.0, "1 h 02 min")])
+def test_training_time_reads_as_a_duration(seconds, shown):
+    from sft_core.commands.report.page import _duration
+
+    assert _duration(seconds) == shown

@@ -49,6 +49,23 @@ def _num(value: Any) -> str:
     return _esc(value)
 
 
+def _duration(seconds: Any) -> str:
+    """Training time as people read it: 45.2 s, 3 min 05 s, 1 h 02 min (not 185.4821)."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _rate(value: Any) -> Any:
+    return round(value, 1) if isinstance(value, float) else value
+
+
 def _png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
@@ -83,9 +100,9 @@ def _summary(runs: list[RunData]) -> str:
         train = run.train_results or {}
         final = run.final_metrics()
         rows.append([run.name, run.task, run.config.get("model", ""), train.get("status", "—"),
-                     train.get("train_steps", "—"), train.get("train_runtime", "—"),
-                     train.get("train_samples_per_second", "—"), *[final.get(m, "") for m in metrics]])
-    return table(["run", "task", "model", "status", "steps", "training s", "samples/s", *metrics], rows)
+                     train.get("train_steps", "—"), _duration(train.get("train_runtime")),
+                     _rate(train.get("train_samples_per_second", "—")), *[final.get(m, "") for m in metrics]])
+    return table(["run", "task", "model", "status", "steps", "training time", "samples/s", *metrics], rows)
 
 
 def _settings(runs: list[RunData]) -> str:
@@ -111,6 +128,21 @@ def _training_curves(runs: list[RunData]) -> list[str]:
         out.append(figure(plots.lines(series("samples_per_second"), "Training throughput", "step", "samples/s"),
                           "training samples per second against step"))
     return out
+
+
+def constant_metrics(runs: list[RunData]) -> dict[str, Any]:
+    """Metrics that had one value at every evaluation of every run (a count of answer tokens, say):
+    a flat line says nothing, so they are listed in a note, not plotted."""
+    values: dict[str, set] = {}
+    counts: dict[str, int] = {}
+    for run in runs:
+        names = run.metric_names()
+        for evaluation in run.evals:
+            for name in names:
+                if name in evaluation:
+                    values.setdefault(name, set()).add(json.dumps(evaluation[name]))
+                    counts[name] = counts.get(name, 0) + 1
+    return {name: json.loads(next(iter(v))) for name, v in values.items() if len(v) == 1 and counts[name] > 1}
 
 
 def _eval_curves(runs: list[RunData], skip: set[str]) -> list[str]:
@@ -180,16 +212,37 @@ def _task_views(runs: list[RunData]) -> tuple[list[str], set[str]]:
     return out, shown
 
 
+#: Sample generations shown per run (the first ones of its predictions file).
+SAMPLE_GENERATIONS = 10
+
+
+def _generations(run: RunData) -> str | None:
+    """Generative tasks (instruct): the first generations with their prompts and references, the
+    thing to read before any figure."""
+    records = [r for r in (run.predictions or []) if isinstance(r, dict) and "generation" in r and "prompt" in r]
+    if not records:
+        return None
+    rows = [[r["prompt"], r["generation"], " | ".join(map(str, r.get("references") or []))]
+            for r in records[:SAMPLE_GENERATIONS]]
+    return (f"<h3>Sample generations: {_esc(run.name)} (the first {len(rows)} of {len(records)})</h3>"
+            + table(["prompt", "generation", "reference"], rows))
+
+
 def run_sections(runs: list[RunData]) -> str:
     parts = ["<h2>Results</h2>", _summary(runs)]
     if len(runs) > 1:
         parts += ["<h3>Settings that differ</h3>", _settings(runs)]
     views, shown = _task_views(runs)
-    if views:
-        parts += ["<h2>Task views</h2>", _figures(views)]
+    generations = [g for g in map(_generations, runs) if g]
+    if views or generations:
+        parts += ["<h2>Task views</h2>", _figures(views), *generations]
     parts += ["<h2>Training</h2>", _figures(_training_curves(runs)) or '<p class="note">No training log.</p>']
-    curves = _eval_curves(runs, shown)
+    constant = constant_metrics(runs)
+    curves = _eval_curves(runs, shown | set(constant))
     parts += ["<h2>Evaluation</h2>", _figures(curves) or '<p class="note">No evaluation during training.</p>']
+    if constant:
+        parts.append('<p class="note">The same at every evaluation, so not plotted: '
+                     + ", ".join(f"{_esc(k)} {_num(v)}" for k, v in constant.items()) + ".</p>")
     notes = [n for r in runs for n in r.notes]
     if notes:
         parts.append("<ul>" + "".join(f'<li class="note">{_esc(n)}</li>' for n in notes) + "</ul>")
