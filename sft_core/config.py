@@ -143,6 +143,13 @@ class RunConfig:
     peft: PeftConfig = field(default_factory=PeftConfig)
     options: Any = None  # the task's own section (a dataclass), or None
     section: str | None = None  # its key, e.g. "ner"
+    # where each key's value came from (dotted key -> the layer that set it last: "defaults of task
+    # 'ner'", a config file, "command-line options", ...); a key none set keeps sft's default
+    origins: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def origin(self, key: str) -> str:
+        """Which layer set ``key`` (e.g. "trainer.lr"), or "sft's default"."""
+        return self.origins.get(key, "sft's default")
 
     def to_dict(self) -> dict:
         out = {"task": self.task, "model": self.model, "output_dir": self.output_dir,
@@ -357,11 +364,14 @@ def known_keys(spec) -> list[str]:
     return keys
 
 
-def _apply(values: dict, flat: dict[str, Any], spec, source: str) -> None:
-    """Check and coerce one layer of flat dotted keys into ``values`` (section -> field -> value)."""
+def _apply(values: dict, flat: dict[str, Any], spec, source: str, origins: dict | None = None) -> None:
+    """Check and coerce one layer of flat dotted keys into ``values`` (section -> field -> value);
+    ``origins`` records ``source`` for each key set."""
     sections = _schema(spec)
     keys = known_keys(spec)
     for key, value in flat.items():
+        if origins is not None:
+            origins[key] = source
         if key in TOP_LEVEL:
             if value is not None and not isinstance(value, (str, int, float)):
                 raise ConfigError(f"{source}: invalid value for {key}: {value!r} (expected a string)")
@@ -390,9 +400,10 @@ def _apply(values: dict, flat: dict[str, Any], spec, source: str) -> None:
 def build_config(spec, layers: list[tuple[str, dict]]) -> RunConfig:
     """Resolve the config of task ``spec`` from ``layers`` of (source name, nested or flat dict)."""
     values: dict[str, Any] = {}
-    _apply(values, flatten(spec.defaults), spec, f"defaults of task {spec.name!r}")
+    origins: dict[str, str] = {}
+    _apply(values, flatten(spec.defaults), spec, f"defaults of task {spec.name!r}", origins)
     for source, layer in layers:
-        _apply(values, flatten(layer), spec, source)
+        _apply(values, flatten(layer), spec, source, origins)
     sections = {name: cls(**values.get(name, {})) for name, cls in _schema(spec).items()}
     config = RunConfig(
         task=spec.name,
@@ -403,6 +414,7 @@ def build_config(spec, layers: list[tuple[str, dict]]) -> RunConfig:
         peft=sections["peft"],
         options=sections.get(spec.section),
         section=spec.section if spec.config is not None else None,
+        origins=origins,
     )
     for part in (config.data, config.trainer, config.peft, config.options):
         if hasattr(part, "check"):

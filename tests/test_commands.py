@@ -56,6 +56,9 @@ def classifier(tiny_model, tmp_path_factory) -> Path:
     done = ok(sft("run", "--task", "classification", "--model", tiny_model, "--output-dir", run,
                   "trainer.max_steps=6", "trainer.lr=1e-3", "trainer.eval_every=3"))
     assert json.loads(done.stdout)["train_steps"] == 6
+    # the budget before training, with where the settings came from
+    assert re.search(r"^training: \d+ examples \([\d,]+ tokens\); .* = 6 optimizer steps of \d+$", done.stderr, flags=re.M)
+    assert "trainer.lr 0.001 (your setting)" in done.stderr and "trainer.batch_size 32 (sft's default)" in done.stderr
     # each evaluation's figures as it ends, then where the model is and what to do with it
     assert re.search(r"^evaluation at step 3 \(epoch 0\.\d+\): accuracy [\d.]+, ", done.stderr, flags=re.M), done.stderr
     assert f"the model is in {run / 'model'}; next:" in done.stderr

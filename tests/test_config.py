@@ -280,3 +280,15 @@ def test_no_task_lists_known_tasks(host):
     assert line.startswith("error: no task given")
     assert line.endswith("known tasks: " + ", ".join(sorted(host.tasks)))
     assert "classification" in host.tasks
+
+
+def test_every_value_knows_where_it_came_from(tmp_path):
+    from sft_core.api import run_config
+
+    path = write(tmp_path / "recipe.yaml", "trainer:\n  epochs: 5\n")
+    config = run_config("instruct", config=[str(path)], overrides=["trainer.batch_size=4"])
+    assert config.origin("trainer.lr") == "defaults of task 'instruct'"
+    assert config.origin("trainer.epochs") == f"config file {path}"
+    assert config.origin("trainer.batch_size") == "override 'trainer.batch_size=4'"
+    assert config.origin("trainer.seed") == "sft's default"
+    assert config == run_config("instruct", config=[str(path)], overrides=["trainer.batch_size=4"])

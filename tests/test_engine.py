@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -171,3 +172,15 @@ def test_a_failed_evaluation_keeps_the_training_done(tmp_path, tiny_model, capsy
     result = train_tiny(tmp_path, tiny_model, [FailingEvaluation()], resume=True, **values)  # the cause gone
     assert result["train"]["train_steps"] == 6
 
+
+
+def test_the_run_says_its_budget_and_where_its_settings_came_from(tmp_path, tiny_model, capsys):
+    """A newcomer's 10 steps learnt nothing, and nothing said how few they were or where lr came from."""
+    train_tiny(tmp_path, tiny_model, **{"data.max_train_samples": 20, "trainer.batch_size": 4, "trainer.epochs": 2,
+                                        "trainer.save_every": 0})
+    err = capsys.readouterr().err
+    assert re.search(r"^training: 20 examples \([\d,]+ tokens\); 2 epochs of 5 steps = 10 optimizer steps of 4$",
+                     err, flags=re.M), err
+    # train_tiny sets lr and batch size in its own layer ("test"); the rest are defaults
+    assert ("settings: trainer.lr 0.001 (test); trainer.epochs 2 (test); trainer.batch_size 4 (test); "
+            "peft.method none (sft's default)") in err

@@ -58,6 +58,8 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
     with accelerator.main_process_first():
         train_features = build_features(task, config, tokenizer, data.train, "train")
         eval_features = build_features(task, config, tokenizer, data.eval, "eval") if data.eval else None
+    if main:
+        print(describe_budget(config, len(data.train), train_features, accelerator.num_processes), file=sys.stderr)
     report = feature_report(task)  # e.g. truncation counts, packing, a mixture's composition
     if main and report:
         info = json.loads((output_dir / "run_info.json").read_text(encoding="utf-8"))
@@ -169,6 +171,46 @@ def _with_adapters(model, config: RunConfig, main: bool):
     if main:
         print(describe_counts(counts), file=sys.stderr)
     return model, counts
+
+
+#: The settings the budget line names, with where each value came from.
+BUDGET_KEYS = ("trainer.lr", "trainer.epochs", "trainer.max_steps", "trainer.batch_size", "trainer.grad_accum",
+               "peft.method")
+
+
+def _origin(config: RunConfig, key: str) -> str:
+    origin = config.origin(key)
+    if origin.startswith("override "):
+        return "your setting"
+    if origin.startswith("defaults of task"):
+        return "the task's default"
+    return origin  # "sft's default", "config file X", "command-line options"
+
+
+def describe_budget(config: RunConfig, n_examples: int, features, world: int) -> str:
+    """What training will do, before it starts: examples, tokens, epochs and optimizer steps, and
+    the settings that decide them with where each value came from."""
+    from .batching import feature_lengths
+    from .loop import Schedule
+
+    cfg = config.trainer
+    plan = Schedule.of(cfg, len(features), world)
+    tokens = sum(feature_lengths(features))
+    sequences = f" in {len(features):,} sequences" if len(features) != n_examples else ""
+    epochs = plan.total_steps / max(plan.steps_per_epoch, 1)
+    budget = (f"training: {n_examples:,} examples{sequences} ({tokens:,} tokens); {epochs:.3g} epochs of "
+              f"{plan.steps_per_epoch:,} steps = {plan.total_steps:,} optimizer steps of "
+              f"{cfg.batch_size * cfg.grad_accum * world:,}")
+    skip = {"trainer.max_steps": cfg.max_steps is None, "trainer.epochs": cfg.max_steps is not None,
+            "trainer.grad_accum": cfg.grad_accum == 1}
+    settings = []
+    for key in BUDGET_KEYS:
+        if not skip.get(key):
+            section, name = key.split(".")
+            value = getattr(getattr(config, section), name)
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            settings.append(f"{key} {shown} ({_origin(config, key)})")
+    return budget + "\nsettings: " + "; ".join(settings)
 
 
 def _start_run_folder(output_dir: Path, config: RunConfig, task, accelerator, resume_from, counts: dict,
