@@ -31,7 +31,7 @@ demo: setup  ## fine-tune MiniLM on the built-in sample data, then predict with 
 	$(BIN)/sft run --task classification --overwrite
 	$(BIN)/sft predict --model runs/classification/model "a warm, funny and moving film" "the battery died after an hour"
 
-test: setup  ## the default test suite (tiny random models; about 13 minutes on 2 cores)
+test: setup  ## the default test suite (tiny random models; about 16 minutes on 2 cores)
 	$(BIN)/python -m pytest
 
 test-data: setup-llm  ## the real-data tier CI runs: the real MiniLM and SmolLM2 on ../shared/data, each figure against its threshold
