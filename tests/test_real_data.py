@@ -21,12 +21,11 @@ import re
 import signal
 import string
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import sft, sft_env
+from helpers import free_port, sft, sft_env, wait_ready
 
 pytestmark = pytest.mark.realdata
 
@@ -189,14 +188,6 @@ def test_smollm2_lora_learns_short_answers(work, figure):
 
 # --- deployment: the SST-2 model exported to ONNX, then served ---------------------------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_onnx_export_evaluates_and_serves_as_predict(sst2_run, work, figure):
     """`sft export` (verified against PyTorch as it writes), `sft eval` of the exported folder on
     the dev set, and `sft serve` of it answering what `sft predict` prints."""
@@ -212,21 +203,12 @@ def test_onnx_export_evaluates_and_serves_as_predict(sst2_run, work, figure):
     expected = json_lines(ok(sft("predict", "--model", exported, *sentences)).stdout)
     import httpx
 
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([*sft.command, "serve", "--model", str(exported), "--port", str(port)],
                                env=sft_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300  # against a hang only
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if httpx.get(f"{url}/ready", timeout=10).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "sft serve never became ready"
-            time.sleep(0.1)  # polling for the state, not waiting for time
+        wait_ready(process, url)
         response = httpx.post(f"{url}/predict", json={"inputs": sentences}, timeout=300)
         info = httpx.get(f"{url}/info", timeout=60).json()
     finally:
