@@ -21,6 +21,12 @@ import yaml
 from .errors import ConfigError
 
 TOP_LEVEL = ("task", "model", "output_dir")
+#: sft's small-data rule: with trainer.epochs and trainer.max_steps left at their defaults, a run
+#: takes at least this many optimizer steps (measured: benchmarks/small_data.py)
+SMALL_DATA_STEPS = 60
+#: The origin of a value no layer set; values whose origin starts with DEFAULT_ORIGINS are defaults.
+SFT_DEFAULT = "sft's default"
+DEFAULT_ORIGINS = ("sft's ", "defaults of task")
 RECIPE_KEY = "bench"  # a benchmark recipe's metadata (reference, budget, quick block): read by `sft bench` only
 TUNE_KEY = "tune"  # a recipe's hyperparameter search (space, trials, validation split): read by `sft tune` only
 DATA_DIR_ENV = "SFT_DATA_DIR"  # what "{data_dir}" in a config file stands for
@@ -54,6 +60,11 @@ class TrainerConfig:
 
     epochs: float = 3.0
     max_steps: int | None = None  # when set, overrides epochs
+    # the fewest optimizer steps a run takes: a small training set trains more epochs to reach it
+    # (evaluating and saving every few epochs, as often as trainer.epochs would); None: sft's
+    # small-data rule, SMALL_DATA_STEPS when trainer.epochs and trainer.max_steps are both left at
+    # their defaults, else 0 (the epochs you set are trained exactly); ignored with max_steps
+    min_steps: int | None = None
     max_time_minutes: float | None = None
     batch_size: int = 32
     eval_batch_size: int = 64
@@ -93,7 +104,7 @@ class TrainerConfig:
             raise ConfigError(f"trainer.warmup_ratio must be between 0 and 1, got {self.warmup_ratio}")
         if self.epochs <= 0 and not self.max_steps:
             raise ConfigError(f"trainer.epochs must be positive, got {self.epochs}")
-        for name in ("max_steps", "warmup_steps", "eval_every", "save_every", "early_stopping_patience"):
+        for name in ("max_steps", "min_steps", "warmup_steps", "eval_every", "save_every", "early_stopping_patience"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigError(f"trainer.{name} must not be negative, got {value}")
@@ -114,6 +125,10 @@ class PeftConfig:
     # the backbone, e.g. classifier or score), found automatically
     modules_to_save: list[str] | None = None
     dora: bool = False  # weight-decomposed LoRA (DoRA, Liu et al. 2024)
+    # with adapters, a trainer.lr left at its default (the full fine-tuning rate of the task or sft)
+    # is multiplied by this: LoRA learns best at about 10x the full fine-tuning rate (Schulman et
+    # al. 2025, "LoRA Without Regret"); a trainer.lr you set is used as it is
+    lr_scale: float = 10.0
     # merged: the run's model/ folder holds the adapters merged into the base weights (plain
     # transformers loads it); adapter: adapters (and head) only, the base model named in sft_task.json
     save: Literal["merged", "adapter"] = "merged"
@@ -129,6 +144,8 @@ class PeftConfig:
             raise ConfigError(f"peft.alpha must be positive, got {self.alpha}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"peft.dropout must be in [0, 1), got {self.dropout}")
+        if self.lr_scale <= 0:
+            raise ConfigError(f"peft.lr_scale must be positive, got {self.lr_scale}")
         if self.target_modules is not None and not self.target_modules:
             raise ConfigError("peft.target_modules is empty; give layer names or null for the default")
 
@@ -149,7 +166,11 @@ class RunConfig:
 
     def origin(self, key: str) -> str:
         """Which layer set ``key`` (e.g. "trainer.lr"), or "sft's default"."""
-        return self.origins.get(key, "sft's default")
+        return self.origins.get(key, SFT_DEFAULT)
+
+    def is_default(self, key: str) -> bool:
+        """Whether no config file, override or option set ``key``."""
+        return self.origin(key).startswith(DEFAULT_ORIGINS)
 
     def to_dict(self) -> dict:
         out = {"task": self.task, "model": self.model, "output_dir": self.output_dir,
@@ -419,8 +440,34 @@ def build_config(spec, layers: list[tuple[str, dict]]) -> RunConfig:
     for part in (config.data, config.trainer, config.peft, config.options):
         if hasattr(part, "check"):
             part.check()
+    _resolve_rules(config)
     check_validation_split(config)  # here, not in DataConfig.check: tasks override that without calling it
     return config
+
+
+def _resolve_rules(config: RunConfig) -> None:
+    """The defaults that depend on other settings, resolved into plain values (so that the saved
+    config.yaml trains the same run again, and a resume continues it exactly):
+
+    - trainer.min_steps None: SMALL_DATA_STEPS when trainer.epochs and trainer.max_steps are both
+      defaults, else 0;
+    - with adapters, a default trainer.lr times peft.lr_scale.
+    """
+    trainer, origins = config.trainer, config.origins
+    if trainer.min_steps is None:
+        if config.is_default("trainer.epochs") and config.is_default("trainer.max_steps"):
+            trainer.min_steps, origins["trainer.min_steps"] = SMALL_DATA_STEPS, "sft's small-data rule"
+        else:
+            trainer.min_steps, origins["trainer.min_steps"] = 0, "sft's small-data rule, off: you set the length of training"
+    if config.peft.enabled and config.is_default("trainer.lr") and config.peft.lr_scale != 1:
+        full = trainer.lr
+        trainer.lr = float(f"{full * config.peft.lr_scale:.6g}")
+        origins["trainer.lr"] = (f"{_default_name(config.origin('trainer.lr'))} {full:g} x "
+                                 f"peft.lr_scale {config.peft.lr_scale:g} for adapters")
+
+
+def _default_name(origin: str) -> str:
+    return "the task's default" if origin.startswith("defaults of task") else origin
 
 
 def config_from_dict(spec, data: dict, source: str = "saved config") -> RunConfig:

@@ -287,8 +287,46 @@ def test_every_value_knows_where_it_came_from(tmp_path):
 
     path = write(tmp_path / "recipe.yaml", "trainer:\n  epochs: 5\n")
     config = run_config("instruct", config=[str(path)], overrides=["trainer.batch_size=4"])
-    assert config.origin("trainer.lr") == "defaults of task 'instruct'"
+    assert config.origin("trainer.max_length") == "defaults of task 'instruct'"
     assert config.origin("trainer.epochs") == f"config file {path}"
     assert config.origin("trainer.batch_size") == "override 'trainer.batch_size=4'"
     assert config.origin("trainer.seed") == "sft's default"
     assert config == run_config("instruct", config=[str(path)], overrides=["trainer.batch_size=4"])
+
+
+def test_adapters_get_the_learning_rate_adapters_need():
+    """peft.method=lora kept classification's full fine-tuning rate (1e-4): SmolLM2 + LoRA on 600
+    SST-2 sentences reached 0.563. A default lr is scaled for adapters; a chosen one is kept."""
+    from sft_core.api import run_config
+    from sft_core.config import config_from_dict
+    from sft_core.host.manager import PluginHost
+
+    lora = run_config("classification", overrides=["peft.method=lora"])
+    assert lora.trainer.lr == pytest.approx(1e-3)
+    assert lora.origin("trainer.lr") == "the task's default 0.0001 x peft.lr_scale 10 for adapters"
+    assert run_config("classification").trainer.lr == pytest.approx(1e-4)  # full fine-tuning: unchanged
+    assert run_config("classification", overrides=["peft.method=lora", "trainer.lr=3e-4"]).trainer.lr == 3e-4
+    assert run_config("classification", overrides=["peft.method=lora", "peft.lr_scale=4"]).trainer.lr == 4e-4
+    assert run_config("instruct").trainer.lr == pytest.approx(5e-4)  # the task's default is LoRA
+    assert run_config("instruct", overrides=["peft.method=none"]).trainer.lr == pytest.approx(5e-5)
+    # the saved config.yaml trains the same run: its lr is not scaled a second time
+    again = config_from_dict(PluginHost().get_task("classification"), lora.to_dict())
+    assert again.trainer.lr == pytest.approx(1e-3) and again.trainer.min_steps == lora.trainer.min_steps
+    with pytest.raises(ConfigError, match="peft.lr_scale must be positive"):
+        run_config("classification", overrides=["peft.lr_scale=0"])
+
+
+def test_the_small_data_rule_applies_to_a_length_left_at_its_default(tmp_path):
+    from sft_core.api import run_config
+    from sft_core.config import SMALL_DATA_STEPS
+
+    config = run_config("classification")
+    assert config.trainer.min_steps == SMALL_DATA_STEPS
+    assert config.origin("trainer.min_steps") == "sft's small-data rule"
+    for chosen in (["trainer.epochs=1"], ["trainer.max_steps=5"]):
+        off = run_config("classification", overrides=chosen)
+        assert off.trainer.min_steps == 0, chosen
+        assert off.origin("trainer.min_steps") == "sft's small-data rule, off: you set the length of training"
+    recipe = write(tmp_path / "recipe.yaml", "trainer:\n  epochs: 2\n")
+    assert run_config("classification", config=[str(recipe)]).trainer.min_steps == 0  # a config file sets it too
+    assert run_config("classification", overrides=["trainer.epochs=1", "trainer.min_steps=30"]).trainer.min_steps == 30

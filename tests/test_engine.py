@@ -184,3 +184,44 @@ def test_the_run_says_its_budget_and_where_its_settings_came_from(tmp_path, tiny
     # train_tiny sets lr and batch size in its own layer ("test"); the rest are defaults
     assert ("settings: trainer.lr 0.001 (test); trainer.epochs 2 (test); trainer.batch_size 4 (test); "
             "peft.method none (sft's default)") in err
+
+
+def test_a_small_training_set_trains_min_steps_and_evaluates_as_trainer_epochs_says(tmp_path, tiny_model, capsys):
+    """40 conversations at batch 8 trained 10 steps and learnt nothing. With the length left at its
+    default (3 epochs), a small set trains trainer.min_steps steps, evaluating every few epochs."""
+    result = train_tiny(tmp_path, tiny_model, **{"data.max_train_samples": 20, "trainer.batch_size": 4,
+                                                 "trainer.min_steps": 24})
+    assert result["train"]["train_steps"] == 24  # 3 epochs of 5 steps would be 15
+    err = capsys.readouterr().err
+    assert ("small training set: trainer.epochs 3 gives 15 steps, raised to trainer.min_steps 24 (test); "
+            "evaluated and saved every 2 epochs") in err, err
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r["step"] for r in rows if any(k.startswith("eval_") for k in r)]
+    assert evaluated == [10, 20, 24], rows  # epochs 2 and 4 of 5 steps, and the end
+    assert "warning:" not in err
+
+
+def test_a_budget_too_small_to_move_the_model_is_warned(tmp_path, tiny_model, capsys):
+    train_tiny(tmp_path, tiny_model, **{"data.max_train_samples": 20, "trainer.batch_size": 4, "trainer.epochs": 2,
+                                        "trainer.save_every": 0, "data.max_eval_samples": 4})
+    err = capsys.readouterr().err
+    assert ("warning: 10 optimizer steps are few to move a pretrained model (with trainer.epochs left at its "
+            "default, sft trains at least 60)") in err, err
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"epochs": 2, "min_steps": 60}, (5, 60, 6, 10)),  # 40 examples at batch 8: 10 steps raised to 60
+    ({"epochs": 2, "min_steps": 0}, (5, 10, 1, None)),  # the rule off: exactly the epochs
+    ({"epochs": 2, "min_steps": 60, "max_steps": 7}, (5, 7, 1, None)),  # max_steps wins
+    ({"epochs": 20, "min_steps": 60}, (5, 100, 1, None)),  # enough steps already
+    ({"epochs": 0.5, "min_steps": 12}, (5, 12, 3, 3)),  # fractional epochs: every 3 epochs, as 1 would
+])
+def test_the_schedule_of_a_small_set(settings, expected):
+    from types import SimpleNamespace
+
+    from sft_core.engine.loop import Schedule
+
+    cfg = SimpleNamespace(**{"batch_size": 8, "grad_accum": 1, "max_steps": None, "warmup_steps": None,
+                             "warmup_ratio": 0.0, **settings})
+    plan = Schedule.of(cfg, 40, 1)
+    assert (plan.steps_per_epoch, plan.total_steps, plan.epochs_per_eval, plan.raised_from) == expected

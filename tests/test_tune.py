@@ -319,3 +319,17 @@ def test_without_optuna_or_matplotlib_the_commands_say_what_to_install(tmp_path,
     (tmp_path / "run" / "metrics.jsonl").write_text("")
     with pytest.raises(SFTError, match=r"sft report needs matplotlib: pip install 'sft-core\[report\]'"):
         write_report([str(tmp_path / "run")])
+
+
+def test_a_trial_that_sets_the_length_trains_exactly_that():
+    """A searched trainer.epochs must not be raised by the small-data rule, as in `sft run`."""
+    from sft_core.api import run_config
+    from sft_core.commands.tune.study import _length_rule
+
+    base = run_config("classification")
+    assert base.trainer.min_steps == 60
+    assert _length_rule(base, {"trainer.epochs": 3}) == {"trainer.min_steps": 0}
+    assert _length_rule(base, {"trainer.max_steps": 30}) == {"trainer.min_steps": 0}
+    assert _length_rule(base, {"trainer.lr": 1e-4}) == {}  # the recipe's length, and its rule, stand
+    chosen = run_config("classification", overrides=["trainer.min_steps=100"])
+    assert _length_rule(chosen, {"trainer.epochs": 3}) == {}  # a min_steps you set holds for every trial

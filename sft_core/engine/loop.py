@@ -134,10 +134,11 @@ def _fit(run: Run, stops: StopSignals) -> dict:
                 state.epoch += 1
                 state.steps_in_epoch = 0
                 done = state.global_step >= plan.total_steps
-                if has_eval and cfg.eval_every is None and evaluated_at != state.global_step and not done:
+                due = plan.epoch_end_due(state.epoch)
+                if has_eval and cfg.eval_every is None and evaluated_at != state.global_step and not done and due:
                     evaluated_at = state.global_step
                     stop = ended_early = evaluations.evaluate(state) or _stop_requested(acc, state, logger)
-                if cfg.save_every is None and not done and not stop:
+                if cfg.save_every is None and not done and not stop and due:
                     saver.checkpoint(state, scheduler)
                     saved_at = state.global_step
         if not interrupted and not ended_early:  # a signal during the last step stops before the final work
@@ -172,6 +173,11 @@ class Schedule:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    # evaluations and checkpoints at epoch ends (trainer.eval_every / save_every None) come every
+    # this many epochs: more than 1 when trainer.min_steps raised the epochs, so that a small set
+    # is evaluated as often as trainer.epochs says, not at each of its many short epochs
+    epochs_per_eval: int = 1
+    raised_from: int | None = None  # the steps trainer.epochs gave, when trainer.min_steps raised them
 
     @classmethod
     def of(cls, cfg, n_features: int, world: int) -> Schedule:
@@ -180,8 +186,16 @@ class Schedule:
         micro_per_epoch = math.ceil(math.ceil(n_features / cfg.batch_size) / world)
         steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
         total = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+        every, raised_from = 1, None
+        if not cfg.max_steps and cfg.min_steps and total < cfg.min_steps:
+            raised_from, total = total, cfg.min_steps
+            every = max(1, math.ceil(total / steps_per_epoch / max(cfg.epochs, 1)))
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else math.ceil(cfg.warmup_ratio * total)
-        return cls(steps_per_epoch, total, warmup)
+        return cls(steps_per_epoch, total, warmup, every, raised_from)
+
+    def epoch_end_due(self, epochs_done: int) -> bool:
+        """Whether the end of epoch ``epochs_done`` (counted from 1) evaluates and saves."""
+        return epochs_done % self.epochs_per_eval == 0
 
 
 def prepare(run: Run, plan: Schedule):

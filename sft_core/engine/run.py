@@ -188,8 +188,10 @@ def _origin(config: RunConfig, key: str) -> str:
 
 
 def describe_budget(config: RunConfig, n_examples: int, features, world: int) -> str:
-    """What training will do, before it starts: examples, tokens, epochs and optimizer steps, and
-    the settings that decide them with where each value came from."""
+    """What training will do, before it starts: examples, tokens, epochs and optimizer steps, the
+    settings that decide them with where each value came from, and a warning when the steps are
+    too few to move a pretrained model."""
+    from ..config import SMALL_DATA_STEPS
     from .batching import feature_lengths
     from .loop import Schedule
 
@@ -198,9 +200,14 @@ def describe_budget(config: RunConfig, n_examples: int, features, world: int) ->
     tokens = sum(feature_lengths(features))
     sequences = f" in {len(features):,} sequences" if len(features) != n_examples else ""
     epochs = plan.total_steps / max(plan.steps_per_epoch, 1)
-    budget = (f"training: {n_examples:,} examples{sequences} ({tokens:,} tokens); {epochs:.3g} epochs of "
-              f"{plan.steps_per_epoch:,} steps = {plan.total_steps:,} optimizer steps of "
-              f"{cfg.batch_size * cfg.grad_accum * world:,}")
+    lines = [f"training: {n_examples:,} examples{sequences} ({tokens:,} tokens); {epochs:.3g} epochs of "
+             f"{plan.steps_per_epoch:,} steps = {plan.total_steps:,} optimizer steps of "
+             f"{cfg.batch_size * cfg.grad_accum * world:,}"]
+    if plan.raised_from is not None:
+        every = f"; evaluated and saved every {plan.epochs_per_eval} epochs" if plan.epochs_per_eval > 1 else ""
+        lines.append(f"small training set: trainer.epochs {cfg.epochs:g} gives {plan.raised_from} steps, raised to "
+                     f"trainer.min_steps {cfg.min_steps} ({_origin(config, 'trainer.min_steps')}){every}; set "
+                     f"trainer.epochs or trainer.max_steps to train exactly that")
     skip = {"trainer.max_steps": cfg.max_steps is None, "trainer.epochs": cfg.max_steps is not None,
             "trainer.grad_accum": cfg.grad_accum == 1}
     settings = []
@@ -210,7 +217,12 @@ def describe_budget(config: RunConfig, n_examples: int, features, world: int) ->
             value = getattr(getattr(config, section), name)
             shown = f"{value:g}" if isinstance(value, float) else str(value)
             settings.append(f"{key} {shown} ({_origin(config, key)})")
-    return budget + "\nsettings: " + "; ".join(settings)
+    lines.append("settings: " + "; ".join(settings))
+    if plan.total_steps < SMALL_DATA_STEPS and plan.raised_from is None:
+        lines.append(f"warning: {plan.total_steps} optimizer steps are few to move a pretrained model (with "
+                     f"trainer.epochs left at its default, sft trains at least {SMALL_DATA_STEPS}); for more, "
+                     f"raise trainer.epochs or trainer.max_steps, or lower trainer.batch_size")
+    return "\n".join(lines)
 
 
 def _start_run_folder(output_dir: Path, config: RunConfig, task, accelerator, resume_from, counts: dict,

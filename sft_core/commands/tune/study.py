@@ -175,7 +175,7 @@ def tune(config_files: list[str], trials: int | None = None, timeout_minutes: fl
             break
         trial = study.ask()
         try:
-            _run_trial(study, trial, TrialState, settings, spec, base_dict, metric, folder, host)
+            _run_trial(study, trial, TrialState, settings, spec, base, base_dict, metric, folder, host)
         finally:
             write_trials_csv(study, settings, folder / TRIALS_CSV)
     write_trials_csv(study, settings, folder / TRIALS_CSV)  # also when no trial ran (a restart marks interrupted ones)
@@ -183,8 +183,8 @@ def tune(config_files: list[str], trials: int | None = None, timeout_minutes: fl
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         raise SFTError(f"no trial of the study in {folder} completed (see {folder / TRIALS_CSV}); nothing to retrain")
     best = study.best_trial
-    best_config = build_config(spec, [("recipe", base_dict), (f"best trial {best.number}",
-                                                                {**best.params, "trainer.eval_every": 0})])
+    best_config = build_config(spec, [("recipe", base_dict), (f"best trial {best.number}", {
+        **best.params, **_length_rule(base, best.params), "trainer.eval_every": 0})])
     header = (f"# Found by `sft tune` (study {folder}): trial {best.number} of {len(study.trials)}, {metric} "
               f"{best.value:.4f} on the validation split (tune.validation_fraction={settings.validation_fraction},"
               f" tune.seed={settings.seed}).\n# Evaluated once, at the end of training (trainer.eval_every: 0).\n")
@@ -248,7 +248,14 @@ def _recover_interrupted(study, TrialState) -> None:
         _say(f"trial {t.number} was interrupted: recorded as failed, its values queued to run again")
 
 
-def _run_trial(study, trial, TrialState, settings: TuneSettings, spec, base_dict: dict, metric: str,
+def _length_rule(base, values: dict) -> dict:
+    """A trial that sets trainer.epochs or trainer.max_steps trains that long, as `sft run` would:
+    the recipe's small-data rule (trainer.min_steps from sft's default) is off for it."""
+    sets_length = "trainer.epochs" in values or "trainer.max_steps" in values
+    return {"trainer.min_steps": 0} if sets_length and base.is_default("trainer.min_steps") else {}
+
+
+def _run_trial(study, trial, TrialState, settings: TuneSettings, spec, base, base_dict: dict, metric: str,
                folder: Path, host) -> None:
     from ...api import train_config
 
@@ -260,7 +267,7 @@ def _run_trial(study, trial, TrialState, settings: TuneSettings, spec, base_dict
     start = time.monotonic()
     try:
         config = build_config(spec, [("recipe", base_dict), (f"trial {trial.number}", {
-            **values, "output_dir": str(trial_dir), "data.eval": None, "data.validation_fraction":
+            **values, **_length_rule(base, values), "output_dir": str(trial_dir), "data.eval": None, "data.validation_fraction":
             settings.validation_fraction, "data.validation_seed": settings.seed, "trainer.save_every": 0,
             "trainer.eval_every": eval_every,
             "trainer.report": False, "trainer.metric_for_best": metric})])
