@@ -33,6 +33,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+SETS = ("squad40", "sst2-40", "sst2-40-minilm", "sst2-600-lora")
 SENTIMENT_PROMPT = "Is the sentiment of this movie review positive or negative? Answer with one word.\n\n{}"
 
 
@@ -95,9 +96,9 @@ def budget_line(stderr: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--sets", default="squad40,sst2-40,sst2-40-minilm,sst2-600-lora")
-    parser.add_argument("--output", default=str(ROOT / "runs" / "small-data"))
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"), help="the benchmark data")
+    parser.add_argument("--sets", default=",".join(SETS), help="comma-separated, of: " + ", ".join(SETS))
+    parser.add_argument("--output", default=str(ROOT / "runs" / "small-data"), help="run folders and comparison.json")
     args = parser.parse_args()
     data_dir, out = Path(args.data_dir), Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -192,3 +192,39 @@ def test_serve_load_measures_a_served_model_and_the_baseline(tmp_path):
         assert row["requests"] == 40 and row["failed"] == 0 and row["rps"] > 0
         assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
     assert 'sft_requests_total{route="/predict",status="200"} 40.0' in metrics  # the load reached sft serve
+
+
+def test_small_data_builds_its_sets_from_the_benchmark_files(tmp_path):
+    """benchmarks/small_data.py: its conversations are what the instruct reader accepts, the
+    SQuAD training and evaluation questions come from different articles, and --help runs."""
+    import json
+
+    from sft_instruct.formats import read_conversations
+
+    def read_examples(path):
+        return read_conversations(path, "auto", need_answer=True)
+
+    script = load("small_data")
+    squad = {"data": [{"title": f"a{i}", "paragraphs": [
+        {"context": f"Article {i} paragraph {j} names Lima.", "qas": [
+            {"id": f"{i}-{j}", "question": f"Which city, {i} {j}?", "answers": [{"text": "Lima", "answer_start": 26}]}]}
+        for j in range(10)]} for i in range(50)]}
+    (tmp_path / "squad").mkdir()
+    (tmp_path / "squad" / "dev-v1.1.json").write_text(json.dumps(squad))
+    (tmp_path / "glue" / "SST-2").mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        rows = "".join(f"a {'fine' if i % 2 else 'dull'} film {i} \t{i % 2}\n" for i in range(300))
+        (tmp_path / "glue" / "SST-2" / name).write_text("sentence\tlabel\n" + rows)
+    train, evaluation = script.squad_conversations(tmp_path, tmp_path)
+    train_examples, eval_examples = read_examples(str(train)), read_examples(str(evaluation))
+    assert len(train_examples) == 40 and len(eval_examples) == 50
+    assert "Article 0 paragraph 0" in train_examples[0]["messages"][0]["content"]
+    assert "Article 40 paragraph 0" in eval_examples[0]["messages"][0]["content"]  # held-out articles
+    assert train_examples[0]["messages"][-1] == {"role": "assistant", "content": "Lima"}
+    train, evaluation = script.sst2_instructions(tmp_path, tmp_path)
+    answers = [e["messages"][-1]["content"] for e in read_examples(str(train))]
+    assert len(answers) == 40 and answers[:2] == ["negative", "positive"]
+    assert len(read_examples(str(evaluation))) == 200
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "small_data.py"), "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "squad40" in done.stdout, done.stderr

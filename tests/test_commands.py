@@ -143,6 +143,8 @@ def test_serve_answers_what_predict_prints(classifier):
         assert g["score"] == pytest.approx(e["score"], abs=1e-5)
     assert bad.status_code == 422 and health.status_code == 200  # a bad request, and it keeps serving
     assert process.returncode == 0, output
+    # uvicorn's "running" comes before the model is loaded: the server says when it can answer
+    assert re.search(rf"sft serve: \S+ loaded in [\d.]+ s; ready on http://127.0.0.1:{port} ", output), output
 
 
 # --- tune, bench, new-task, tasks, plugins ----------------------------------------------------

@@ -33,7 +33,11 @@ def serve(model_dir: str, host, bind: str = "127.0.0.1", port: int = 8000, setti
                        "or a folder written by `sft export`")
     settings = settings or ServeSettings()
 
+    import sys
+    import time
+
     def load():
+        started = time.monotonic()
         if threads:
             import torch
 
@@ -41,6 +45,9 @@ def serve(model_dir: str, host, bind: str = "127.0.0.1", port: int = 8000, setti
         from ...engine.predictor import Predictor
 
         predictor = Predictor(model_dir, host, batch_size=settings.max_batch_size)
+        # uvicorn says it runs before the model is loaded (/ready answers 503 until then): say when it is
+        print(f"sft serve: {model_dir} loaded in {time.monotonic() - started:.1f} s; ready on "
+              f"http://{bind}:{port} (GET /ready answers 200)", file=sys.stderr, flush=True)
         # a dynamic batch runs as length-sorted model calls of this many inputs: on a CPU, small
         # calls waste less compute on padding and lose no speed; a GPU takes the whole batch at once
         cpu = predictor.accelerator.device.type == "cpu"
@@ -51,7 +58,6 @@ def serve(model_dir: str, host, bind: str = "127.0.0.1", port: int = 8000, setti
     config = uvicorn.Config(app, host=bind, port=port, log_level=log_level, timeout_graceful_shutdown=drain_seconds,
                             access_log=False)
     import signal
-    import sys
 
     # uvicorn drains on SIGTERM/SIGINT, then raises the signal again with the handlers it found:
     # these make a drained shutdown exit with status 0 rather than die of the signal
