@@ -38,7 +38,7 @@ def bash_block(heading: str) -> list[str]:
 
 def command_lines(block: str) -> list[list[str]]:
     lines = []
-    for line in block.splitlines():
+    for line in block.replace("\\\n", " ").splitlines():  # a line continued with a backslash is one command
         command = shlex.split(line, comments=True)
         if command:
             lines.append(command)
