@@ -80,17 +80,30 @@ def test_quick_start_as_written(tmp_path, tiny_model, tiny_llama):
 
 
 def test_the_chat_model_section_as_written(tmp_path, tiny_model, tiny_llama):
-    commands = bash_block("Fine-tune a chat model")
+    walked = walk(bash_block("Fine-tune a chat model"), "README", tmp_path, tiny_model, tiny_llama)
+    assert [args[0] for args, _ in walked] == ["eval", "run", "chat", "predict", "serve"], walked
+    (predicted,) = [done for args, done in walked if args[0] == "predict"]
+    (record,) = [json.loads(line) for line in predicted.stdout.splitlines()]
+    assert record["prompt"] == "What is the capital of Peru?" and isinstance(record["generation"], str)
+
+
+def walk(commands: list[list[str]], page: str, cwd: Path, tiny_model: str, tiny_llama: str) -> list[tuple]:
+    """Runs ``commands`` (a page's bash lines) in order in ``cwd``: (args, completed process) of each
+    ``sft`` command. Set-up lines are checked against the Makefile, curl lines are the serve step's
+    (which asks its own question); chat types one question on a terminal, serve answers one request."""
     walked = []
     for command in commands:
         line = " ".join(command)
         if line in SET_UP:
             assert line.split()[0] != "make" or f"\n{line.split()[1]}:" in (ROOT / "Makefile").read_text()
             continue
-        assert command[0] == "sft", f"README: {line!r} is neither a set-up step nor an sft command"
-        args = adapted(command, tiny_model, tiny_llama)
+        if command[0] == "curl":
+            continue
+        assert command[0] == "sft", f"{page}: {line!r} is neither a set-up step nor an sft command"
+        args = adapted([c for c in command if c != "&"], tiny_model, tiny_llama)
+        done = None
         if args[0] == "chat":
-            terminal = Terminal([*sft.command, *args], sft_env(), cwd=tmp_path)
+            terminal = Terminal([*sft.command, *args], sft_env(), cwd=cwd)
             try:
                 terminal.read_until("> ")
                 start = len(terminal.shown)
@@ -101,14 +114,14 @@ def test_the_chat_model_section_as_written(tmp_path, tiny_model, tiny_llama):
                 code = terminal.close()
             assert code == 0 and "Traceback" not in terminal.shown, terminal.shown
         elif args[0] == "serve":
-            _serve_and_chat(args, tmp_path)
+            _serve_and_chat(args, cwd)
+        elif args[0] == "export":  # both walked pages train a chat model: served, not exported to ONNX
+            done = sft(*args, cwd=cwd)
+            assert done.returncode != 0 and "Serve the PyTorch model: sft serve" in done.stderr, done.stderr
         else:
-            done = ok(sft(*args, cwd=tmp_path))
-            if args[0] == "predict":
-                (record,) = [json.loads(line) for line in done.stdout.splitlines()]
-                assert record["prompt"] == "What is the capital of Peru?" and isinstance(record["generation"], str)
-        walked.append(args[0])
-    assert walked == ["eval", "run", "chat", "predict", "serve"], walked
+            done = ok(sft(*args, cwd=cwd))
+        walked.append((args, done))
+    return walked
 
 
 def _serve_and_chat(args: list[str], cwd: Path) -> None:
@@ -157,31 +170,8 @@ def test_the_chat_model_walkthrough_as_written(tmp_path, tiny_model, tiny_llama)
 
     shutil.copytree(ROOT / "docs" / "examples", tmp_path / "docs" / "examples")
     blocks = re.findall(r"```bash\n(.*?)```", WALKTHROUGH.read_text(encoding="utf-8"), flags=re.S)
-    walked = []
-    for command in (c for block in blocks for c in command_lines(block)):
-        line = " ".join(command)
-        if line in SET_UP or command[0] == "curl":  # set-up; curl: the serve step asks its own question
-            continue
-        assert command[0] == "sft", f"{WALKTHROUGH.name}: {line!r} is neither a set-up step nor an sft command"
-        args = adapted([c for c in command if c != "&"], tiny_model, tiny_llama)
-        if args[0] == "chat":
-            terminal = Terminal([*sft.command, *args], sft_env(), cwd=tmp_path)
-            try:
-                terminal.read_until("> ")
-                start = len(terminal.shown)
-                terminal.type("How do I reset the Lumo Arc?")
-                terminal.read_until("\n> ", start)
-                terminal.type("/exit")
-            finally:
-                code = terminal.close()
-            assert code == 0 and "Traceback" not in terminal.shown, terminal.shown
-        elif args[0] == "serve":
-            _serve_and_chat(args, tmp_path)
-        elif args[0] == "export":  # what the page shows: instruct models are served, not exported to ONNX
-            refused = sft(*args, cwd=tmp_path)
-            assert refused.returncode != 0 and "Serve the PyTorch model: sft serve" in refused.stderr, refused.stderr
-        else:
-            ok(sft(*args, cwd=tmp_path))
-        walked.append(args[0])
-    assert walked == ["eval", "run", "chat", "predict", "eval", "serve", "report", "export"], walked
+    commands = [c for block in blocks for c in command_lines(block)]
+    walked = walk(commands, WALKTHROUGH.name, tmp_path, tiny_model, tiny_llama)
+    assert [args[0] for args, _ in walked] == ["eval", "run", "chat", "predict", "eval", "serve", "report", "export"]
     assert (tmp_path / "runs" / "lumo" / "report.html").is_file()
+    assert (tmp_path / "runs" / "lumo" / "eval-lumo-eval" / "eval_results.json").is_file()
