@@ -106,26 +106,25 @@ def main() -> None:
     squad = squad_conversations(data_dir, out)
     sst2 = sst2_instructions(data_dir, out)
     sst2_tsv = data_dir / "glue" / "SST-2"
-    # name -> (task and data arguments, the metrics shown, the previous defaults as overrides, zero-shot?)
+    # name -> (task and data arguments, the metrics shown, the previous defaults as overrides, the
+    # evaluation file the untrained model is scored on, or None)
     sets = {
         "squad40": (["--task", "instruct", "--train", str(squad[0]), "--eval", str(squad[1])], ["exact_match", "f1"],
-                    ["trainer.lr=2e-4", "trainer.min_steps=0"], True),
+                    ["trainer.lr=2e-4", "trainer.min_steps=0"], squad[1]),
         "sst2-40": (["--task", "instruct", "--train", str(sst2[0]), "--eval", str(sst2[1])], ["exact_match"],
-                    ["trainer.lr=2e-4", "trainer.min_steps=0"], True),
+                    ["trainer.lr=2e-4", "trainer.min_steps=0"], sst2[1]),
         "sst2-40-minilm": (["--task", "classification", "--train", str(sst2_tsv / "train.tsv"), "--eval",
                             str(sst2_tsv / "dev.tsv"), "data.max_train_samples=40"], ["accuracy"],
-                           ["trainer.min_steps=0"], False),
+                           ["trainer.min_steps=0"], None),
         "sst2-600-lora": (["--task", "classification", "--model", "smollm2", "--train", str(sst2_tsv / "train.tsv"),
                            "--eval", str(sst2_tsv / "dev.tsv"), "data.max_train_samples=600", "trainer.epochs=1",
-                           "peft.method=lora"], ["accuracy"], ["trainer.lr=1e-4"], False),
+                           "peft.method=lora"], ["accuracy"], ["trainer.lr=1e-4"], None),
     }
     rows = []
     for name in args.sets.split(","):
         data_args, metrics, before, zero_shot = sets[name]
-        if zero_shot:
-            task_data = [a for a in data_args if a not in ("--train", str(squad[0]), str(sst2[0]))]
-            evaluation = [task_data[i + 1] for i, a in enumerate(task_data) if a == "--eval"][0]
-            result, _, wall = sft("eval", "--model", "smollm2", "--task", "instruct", "--data", evaluation,
+        if zero_shot is not None:
+            result, _, wall = sft("eval", "--model", "smollm2", "--task", "instruct", "--data", str(zero_shot),
                                   "--output-dir", str(out / name / "zero-shot"))
             rows.append({"set": name, "settings": "untrained (zero-shot)", "budget": "-", "lr": "-",
                          **{m: result.get(m, result.get(f"eval_{m}")) for m in metrics}, "minutes": round(wall / 60, 1)})

@@ -168,6 +168,16 @@ class RunConfig:
         """Which layer set ``key`` (e.g. "trainer.lr"), or "sft's default"."""
         return self.origins.get(key, SFT_DEFAULT)
 
+    def origin_label(self, key: str) -> str:
+        """Where ``key``'s value came from, as a run says it: "your setting", "the task's default",
+        "sft's default", "config file X", "command-line options", or a rule's own words."""
+        origin = self.origin(key)
+        if origin.startswith("override "):
+            return "your setting"
+        if origin.startswith("defaults of task"):
+            return "the task's default"
+        return origin
+
     def is_default(self, key: str) -> bool:
         """Whether no config file, override or option set ``key``."""
         return self.origin(key).startswith(DEFAULT_ORIGINS)
@@ -462,12 +472,8 @@ def _resolve_rules(config: RunConfig) -> None:
     if config.peft.enabled and config.is_default("trainer.lr") and config.peft.lr_scale != 1:
         full = trainer.lr
         trainer.lr = float(f"{full * config.peft.lr_scale:.6g}")
-        origins["trainer.lr"] = (f"{_default_name(config.origin('trainer.lr'))} {full:g} x "
+        origins["trainer.lr"] = (f"{config.origin_label('trainer.lr')} {full:g} x "
                                  f"peft.lr_scale {config.peft.lr_scale:g} for adapters")
-
-
-def _default_name(origin: str) -> str:
-    return "the task's default" if origin.startswith("defaults of task") else origin
 
 
 def config_from_dict(spec, data: dict, source: str = "saved config") -> RunConfig:

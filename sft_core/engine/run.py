@@ -178,15 +178,6 @@ BUDGET_KEYS = ("trainer.lr", "trainer.epochs", "trainer.max_steps", "trainer.bat
                "peft.method")
 
 
-def _origin(config: RunConfig, key: str) -> str:
-    origin = config.origin(key)
-    if origin.startswith("override "):
-        return "your setting"
-    if origin.startswith("defaults of task"):
-        return "the task's default"
-    return origin  # "sft's default", "config file X", "command-line options"
-
-
 def describe_budget(config: RunConfig, n_examples: int, features, world: int) -> str:
     """What training will do, before it starts: examples, tokens, epochs and optimizer steps, the
     settings that decide them with where each value came from, and a warning when the steps are
@@ -206,7 +197,7 @@ def describe_budget(config: RunConfig, n_examples: int, features, world: int) ->
     if plan.raised_from is not None:
         every = f"; evaluated and saved every {plan.epochs_per_eval} epochs" if plan.epochs_per_eval > 1 else ""
         lines.append(f"small training set: trainer.epochs {cfg.epochs:g} gives {plan.raised_from} steps, raised to "
-                     f"trainer.min_steps {cfg.min_steps} ({_origin(config, 'trainer.min_steps')}){every}; set "
+                     f"trainer.min_steps {cfg.min_steps} ({config.origin_label('trainer.min_steps')}){every}; set "
                      f"trainer.epochs or trainer.max_steps to train exactly that")
     skip = {"trainer.max_steps": cfg.max_steps is None, "trainer.epochs": cfg.max_steps is not None,
             "trainer.grad_accum": cfg.grad_accum == 1}
@@ -216,7 +207,7 @@ def describe_budget(config: RunConfig, n_examples: int, features, world: int) ->
             section, name = key.split(".")
             value = getattr(getattr(config, section), name)
             shown = f"{value:g}" if isinstance(value, float) else str(value)
-            settings.append(f"{key} {shown} ({_origin(config, key)})")
+            settings.append(f"{key} {shown} ({config.origin_label(key)})")
     lines.append("settings: " + "; ".join(settings))
     if plan.total_steps < SMALL_DATA_STEPS and plan.raised_from is None:
         lines.append(f"warning: {plan.total_steps} optimizer steps are few to move a pretrained model (with "
