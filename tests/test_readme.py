@@ -81,7 +81,7 @@ def test_quick_start_as_written(tmp_path, tiny_model, tiny_llama):
 
 def test_the_chat_model_section_as_written(tmp_path, tiny_model, tiny_llama):
     walked = walk(bash_block("Fine-tune a chat model"), "README", tmp_path, tiny_model, tiny_llama)
-    assert [args[0] for args, _ in walked] == ["eval", "run", "chat", "predict", "serve"], walked
+    assert [args[0] for args, _ in walked] == ["eval", "run", "chat", "predict", "serve", "export"], walked
     (predicted,) = [done for args, done in walked if args[0] == "predict"]
     (record,) = [json.loads(line) for line in predicted.stdout.splitlines()]
     assert record["prompt"] == "What is the capital of Peru?" and isinstance(record["generation"], str)
@@ -115,9 +115,12 @@ def walk(commands: list[list[str]], page: str, cwd: Path, tiny_model: str, tiny_
             assert code == 0 and "Traceback" not in terminal.shown, terminal.shown
         elif args[0] == "serve":
             _serve_and_chat(args, cwd)
-        elif args[0] == "export":  # both walked pages train a chat model: served, not exported to ONNX
-            done = sft(*args, cwd=cwd)
-            assert done.returncode != 0 and "Serve the PyTorch model: sft serve" in done.stderr, done.stderr
+        elif args[0] == "export":  # both walked pages train a chat model: exported to GGUF, verified
+            done = ok(sft(*args, cwd=cwd))
+            report = json.loads(done.stdout)
+            folder = cwd / report["output"]
+            assert report["format"] == "gguf" and (folder / report["file"]).is_file(), report
+            assert (folder / "Modelfile").is_file() and report["verification"]["template"]["identical_ids"]
         else:
             done = ok(sft(*args, cwd=cwd))
         walked.append((args, done))

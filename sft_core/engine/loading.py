@@ -96,6 +96,9 @@ def load_saved(model_dir: str, host, layers: list[tuple[str, dict]], data_given:
         raise SFTError(f"model folder not found: {folder}")
     if not info_file.is_file():
         raise SFTError(f"{folder} was not written by sft (no {TASK_FILE}); train with `sft run` first")
+    if any(folder.glob("*.gguf")) and not (folder / "config.json").is_file():
+        raise SFTError(f"{folder} is a GGUF export, run by llama.cpp or Ollama (see its Modelfile); sft runs the "
+                       "model folder it was exported from (RUN/model)")
     info = json.loads(info_file.read_text(encoding="utf-8"))
     provider = info.get("provider") or {}
     if info["task"] not in host.tasks and provider.get("distribution"):

@@ -203,10 +203,10 @@ def _recorded_call(task, config, model, batch: dict, source: Path) -> tuple[dict
         try:
             task.predict_step(recorder, batch)
         except _Generates:
-            raise SFTError(f"task {config.task!r} generates its predictions (model.generate); export of generation "
-                           "with a key/value cache is not supported by sft export (optimum-onnx covers it but "
-                           "needs transformers<4.58). Serve the PyTorch model: sft serve --model "
-                           f"{source}") from None
+            raise SFTError(f"task {config.task!r} generates its predictions (model.generate); ONNX export of "
+                           "generation with a key/value cache is not supported. Export the causal LM for llama.cpp "
+                           f"and Ollama with: sft export --model {source} --format gguf; or serve it: sft serve "
+                           f"--model {source}") from None
     if not recorder.calls:
         raise SFTError(f"task {config.task!r}: predict_step did not call the model; nothing to export")
     kwargs, sample_out = recorder.calls[0]
