@@ -4,7 +4,8 @@ The public surface, for users and plugin authors (importing it imports no torch)
 
 - sft from Python, with the command line's semantics (``sft_core.api``): ``train(...)`` as
   ``sft run``, ``evaluate(model_dir, data)`` as ``sft eval``, ``Predictor(model_dir).predict(inputs)``
-  (loaded once) and ``predict(model_dir, inputs)`` as ``sft predict``, ``run_config(...)`` for the
+  (loaded once) and ``predict(model_dir, inputs)`` as ``sft predict``, ``export(model_dir, format)`` as
+  ``sft export`` (ONNX or GGUF, verified), ``run_config(...)`` for the
   resolved config ``sft run --print-config`` shows, ``metric_module(task)`` for scoring with
   ``evaluate``.
 - The plugin contract, version ``CONTRACT_VERSION`` (written out in ``sft_core.task``): ``hookimpl``
@@ -18,7 +19,7 @@ commands), ``engine`` (the run, the loop, inference), ``models`` and ``host`` (t
 """
 
 from . import compat
-from .api import evaluate, metric_module, predict, run_config, train
+from .api import evaluate, export, metric_module, predict, run_config, train
 from .config import DataConfig, RunConfig, TrainerConfig
 from .errors import ConfigError, DataError, SFTError
 from .host.hookspecs import hookimpl
@@ -38,4 +39,4 @@ def __getattr__(name: str):
 
 __all__ = ["hookimpl", "Register", "Task", "DataConfig", "TrainerConfig", "RunConfig", "SFTError", "DataError",
            "ConfigError", "CONTRACT_VERSION", "__version__", "train", "evaluate", "predict", "Predictor", "run_config",
-           "metric_module"]
+           "metric_module", "export"]

@@ -156,6 +156,22 @@ def predict(model_dir: str, inputs: list, host=None, config: Iterable[str] = (),
     return Predictor(model_dir, _host(host), config_layers(config, overrides)).predict(list(inputs))
 
 
+def export(model_dir: str, format: str = "onnx", output: str | None = None, quantize: str | None = None,
+           data: str | None = None, samples: int | None = None, overwrite: bool = False, host=None,
+           echo=None, **options) -> dict:
+    """``sft export``: ``model_dir`` as ONNX (``format="onnx"``, encoders; ``quantize="int8"``) or GGUF
+    (``format="gguf"``, causal LMs for llama.cpp and Ollama; ``quantize`` f16, bf16, q8_0 or q4_0),
+    verified before anything is written into ``output`` (default: beside the model, RUN/onnx or
+    RUN/gguf-f16). Returns the report ``sft export`` prints, ``output`` first. ``options``: ONNX's
+    ``tolerance`` and ``opset``; GGUF's ``min_agreement`` and ``llama_cpp`` (True: require
+    llama.cpp's check; False: skip it). Progress lines go to ``echo`` (default: stderr)."""
+    from .engine.export import export as run_export
+
+    extra = {"echo": echo} if echo is not None else {}
+    return run_export(model_dir, _host(host), format=format, output=output, quantize=quantize, data=data,
+                      samples=samples, overwrite=overwrite, **options, **extra)
+
+
 def metric_module(task: str, host=None) -> str:
     """Path of the ``evaluate`` module with ``task``'s metrics, shipped in the task's package as
     ``<package>_metric.py``: ``evaluate.load(sft_core.metric_module("ner"))`` scores a script's

@@ -294,11 +294,13 @@ def test_predict_a_txt_file_of_prompts(chat_model, tmp_path):
     assert [(r["prompt"], r["generation"]) for r in records] == [QA[0], QA[3]]
 
 
-@pytest.mark.parametrize("model, quantize, expected", [
-    ("runs/sst2/model", None, "runs/sst2/onnx"), ("runs/sst2/model/", "int8", "runs/sst2/onnx-int8"),
-    ("my-model", None, "my-model-onnx"), ("/abs/best", "int8", "/abs/best-onnx-int8"),
+@pytest.mark.parametrize("model, format, quantize, expected", [
+    ("runs/sst2/model", "onnx", None, "runs/sst2/onnx"), ("runs/sst2/model/", "onnx", "int8", "runs/sst2/onnx-int8"),
+    ("my-model", "onnx", None, "my-model-onnx"), ("/abs/best", "onnx", "int8", "/abs/best-onnx-int8"),
+    ("runs/chat/model", "gguf", None, "runs/chat/gguf-f16"), ("runs/chat/model", "gguf", "q8_0", "runs/chat/gguf-q8_0"),
+    ("smollm2", "gguf", "q4_0", "smollm2-gguf-q4_0"),
 ])
-def test_the_export_folder_defaults_beside_the_model(model, quantize, expected):
-    from sft_core.commands.export import default_output
+def test_the_export_folder_defaults_beside_the_model(model, format, quantize, expected):
+    from sft_core.engine.export import default_output
 
-    assert default_output(model, quantize) == expected
+    assert default_output(model, format, quantize) == expected

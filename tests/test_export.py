@@ -13,7 +13,7 @@ pytest.importorskip("onnxscript")
 
 from sft_core import SFTError
 from sft_core import engine  # noqa: E402
-from sft_core.commands.export import onnx as onnx_export  # noqa: E402
+from sft_core.engine.export import onnx as onnx_export  # noqa: E402
 from sft_core.host.manager import PluginHost  # noqa: E402
 from sft_core.testing import Case, _same, build_tiny_model, run_engine  # noqa: E402
 

@@ -16,8 +16,8 @@ gguf = pytest.importorskip("gguf")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from sft_core.commands.export import gguf as gguf_export  # noqa: E402
-from sft_core.commands.export import ollama  # noqa: E402
+from sft_core.engine.export import gguf as gguf_export  # noqa: E402
+from sft_core.engine.export import ollama  # noqa: E402
 from sft_core.errors import SFTError  # noqa: E402
 from sft_core.host.manager import PluginHost  # noqa: E402
 from sft_core.testing import tiny_bert, tiny_decoder  # noqa: E402
@@ -249,3 +249,20 @@ def test_llama_cpp_loads_the_file_and_continues_as_transformers(chat_run, tmp_pa
     check = json.loads(result.stdout)["llama_cpp"]
     assert check["loaded"] and check["conversations_tokenized_identically"] > 0
     assert check["identical_continuations"] == check["prompts"]
+
+
+def test_the_python_api_exports_as_the_command(chat_run, f16, tmp_path):
+    import shutil
+
+    import sft_core
+
+    model = tmp_path / "run" / "model"
+    shutil.copytree(chat_run, model)
+    report = sft_core.export(str(model), format="gguf", llama_cpp=False, echo=lambda line: None)
+    assert report["output"] == str(tmp_path / "run" / "gguf-f16")  # beside the model, as the command writes
+    assert (tmp_path / "run" / "gguf-f16" / report["file"]).is_file()
+    cli = f16[1]["verification"]
+    assert report["verification"]["max_abs_logit_diff"] == cli["max_abs_logit_diff"]
+    assert report["verification"]["positions"] == cli["positions"]
+    with pytest.raises(SFTError, match="int8 is an ONNX quantization"):
+        sft_core.export(str(model), format="gguf", quantize="int8")

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from sft_core.commands.export.ollama import (CONVERSATIONS, TemplateUnsupported, derive_go_template, modelfile,
+from sft_core.engine.export.ollama import (CONVERSATIONS, TemplateUnsupported, derive_go_template, modelfile,
                                              render_go_template, verify_go_template)
 
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' "

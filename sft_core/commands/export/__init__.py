@@ -1,11 +1,11 @@
 """``sft export``: a trained model folder in a deployment format, verified before it is written: ONNX
 (encoders, run by onnxruntime) or GGUF (causal LMs, run by llama.cpp and Ollama).
 
-Attached to the CLI through ``sft_register_commands``, as a third-party command would be; onnx,
-onnxscript and onnxruntime (the ``export`` extra) or gguf (the ``llm`` extra) are imported only when
-the command runs.
-``runtime`` runs an exported folder; ``sft eval``, ``sft predict`` and ``sft serve`` load one as
-they load a PyTorch model folder.
+Attached to the CLI through ``sft_register_commands``, as a third-party command would be. The
+command checks its options and calls ``sft_core.export`` (the exporters are in
+``sft_core.engine.export``); onnx, onnxscript and onnxruntime (the ``export`` extra) or gguf (the
+``llm`` extra) are imported only when it runs. ``sft eval``, ``sft predict`` and ``sft serve`` load
+an ONNX folder as they load a PyTorch model folder; a GGUF folder is for llama.cpp and Ollama.
 """
 
 from __future__ import annotations
@@ -15,17 +15,6 @@ import json
 import click
 
 from ...host.hookspecs import hookimpl
-
-
-def default_output(model_dir: str, quantize: str | None) -> str:
-    """Where ``sft export`` writes without ``--output``: beside the model, as ``sft eval`` writes RUN/eval
-    (RUN/model -> RUN/onnx, RUN/onnx-int8; another folder X -> X-onnx)."""
-    from pathlib import Path
-
-    folder = Path(model_dir.rstrip("/\\") or ".")
-    name = "onnx" + (f"-{quantize}" if quantize else "")
-    return str(folder.parent / name if folder.name == "model" else folder.with_name(f"{folder.name}-{name}"))
-
 
 ONNX_QUANTS, GGUF_QUANTS = ("int8",), ("f16", "bf16", "q8_0", "q4_0")
 
@@ -68,30 +57,22 @@ def export(ctx, model_dir, format_, output, quantize, data, samples, tolerance, 
       sft export --model runs/chat/model --format gguf --quantize q8_0   # writes runs/chat/gguf-q8_0
       ollama create my-model -f runs/chat/gguf-q8_0/Modelfile
     """
-    host = ctx.find_root().obj
-    echo = lambda line: click.echo(line, err=True)  # noqa: E731
-    if format_ == "gguf":
-        from .gguf import DEFAULT_QUANT, default_output as gguf_output, export_gguf
+    from ...api import export as export_model
 
-        if quantize in ONNX_QUANTS:
-            raise click.BadParameter(f"{quantize} is an ONNX quantization; GGUF takes {', '.join(GGUF_QUANTS)}",
-                                     param_hint="--quantize")
-        quantize = quantize or DEFAULT_QUANT
-        output = output or gguf_output(model_dir, quantize)
-        report = export_gguf(model_dir, output, host, quantize=quantize, data=data, samples=samples or 16,
-                             min_agreement=min_agreement, overwrite=overwrite, llama_cpp=llama_cpp, echo=echo)
-    else:
-        from .onnx import export_onnx
-
-        if quantize in GGUF_QUANTS:
-            raise click.BadParameter(f"{quantize} is a GGUF quantization; ONNX takes {', '.join(ONNX_QUANTS)} "
-                                     "(for a causal LM, add --format gguf)", param_hint="--quantize")
-        if min_agreement is not None or llama_cpp is not None:
-            raise click.BadParameter("--min-agreement and --llama-cpp belong to --format gguf", param_hint="--format")
-        output = output or default_output(model_dir, quantize)
-        report = export_onnx(model_dir, output, host, quantize=quantize, data=data, samples=samples or 64,
-                             tolerance=tolerance, overwrite=overwrite, opset=opset, echo=echo)
-    click.echo(json.dumps({"output": output, **report}, indent=2))
+    if quantize is not None:  # the option names its mistake as a usage error (exit 2), before anything loads
+        wrong = ONNX_QUANTS if format_ == "gguf" else GGUF_QUANTS
+        if quantize in wrong:
+            raise click.BadParameter(
+                f"{quantize} is an {'ONNX' if format_ == 'gguf' else 'GGUF'} quantization; {format_.upper()} takes "
+                f"{', '.join(GGUF_QUANTS if format_ == 'gguf' else ONNX_QUANTS)}"
+                + ("" if format_ == "gguf" else " (for a causal LM, add --format gguf)"), param_hint="--quantize")
+    if format_ == "onnx" and (min_agreement is not None or llama_cpp is not None):
+        raise click.BadParameter("--min-agreement and --llama-cpp belong to --format gguf", param_hint="--format")
+    report = export_model(model_dir, format=format_, output=output, quantize=quantize, data=data, samples=samples,
+                          overwrite=overwrite, tolerance=tolerance if format_ == "onnx" else None,
+                          opset=opset, min_agreement=min_agreement, llama_cpp=llama_cpp,
+                          host=ctx.find_root().obj, echo=lambda line: click.echo(line, err=True))
+    click.echo(json.dumps(report, indent=2))
 
 
 @hookimpl

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ...engine.checkpoint import TASK_FILE
+from ..checkpoint import TASK_FILE
 from ...errors import SFTError
 from ...models.onnx_runtime import EXPORT_KEY, MODEL_FILE, session
 
@@ -86,7 +86,7 @@ def _graph_wrapper(model, input_names: list[str], output_names: list[str]):
 
 
 def _verification_examples(task, config, data: str | None, samples: int) -> tuple[list[dict], str]:
-    from ...engine.sources import resolve as resolve_source
+    from ..sources import resolve as resolve_source
 
     source = data or config.data.eval
     examples = task.load("eval", resolve_source(source))
@@ -96,8 +96,8 @@ def _verification_examples(task, config, data: str | None, samples: int) -> tupl
 
 
 def _batches(task, config, tokenizer, examples, batch_size: int):
-    from ...engine.batching import build_features, eval_batches, feature_lengths
-    from ...engine.evaluation import rows
+    from ..batching import build_features, eval_batches, feature_lengths
+    from ..evaluation import rows
 
     features = build_features(task, config, tokenizer, examples, "predict", use_cache=False)
     return features, [task.collate(rows(features, b)) for b in eval_batches(feature_lengths(features), batch_size)]
@@ -301,7 +301,7 @@ def _write_folder(work: Path, source: Path, model, tokenizer, report: dict) -> N
 
 def _prediction_agreement(task, config, tokenizer, examples, model, folder: Path, host) -> float:
     """Share of ``examples`` whose formatted prediction is the same from ``folder`` as from PyTorch."""
-    from ...engine.evaluation import predict_features
+    from ..evaluation import predict_features
     from ...engine import make_accelerator
     from ...models.onnx_runtime import OnnxModel
 

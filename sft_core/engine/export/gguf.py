@@ -57,13 +57,6 @@ PROBE = [{"role": "system", "content": "You answer briefly."},
          {"role": "assistant", "content": "Forty-two.\nThat is all."}]
 
 
-def default_output(model_dir: str, quantize: str) -> str:
-    """RUN/model -> RUN/gguf-f16; another folder X -> X-gguf-f16; an alias NAME -> NAME-gguf-f16."""
-    folder = Path(model_dir.rstrip("/\\") or ".")
-    name = f"gguf-{quantize}"
-    return str(folder.parent / name if folder.name == "model" else folder.with_name(f"{folder.name}-{name}"))
-
-
 def file_name(model_dir: str, quantize: str) -> str:
     folder = Path(model_dir.rstrip("/\\") or ".").resolve() if Path(model_dir).exists() else Path(model_dir)
     base = folder.parent.name if folder.name == "model" else folder.name
@@ -78,7 +71,7 @@ def load_causal_lm(model: str, host):
     import torch
 
     from ... import engine
-    from ...engine.loading import is_sft_folder
+    from ..loading import is_sft_folder
     from ...models import adapters, last_layer
     from ...models.aliases import resolve_model
 
@@ -340,8 +333,8 @@ def write_gguf(path: Path, model, tokenizer, quantize: str, name: str, eot: int 
 def verification_inputs(task, config, tokenizer, data: str | None, samples: int):
     """(prompts as id lists, conversations, where they came from): the run's evaluation data, ``--data``,
     or, for a model that was not trained by sft, the instruct task's reading of ``--data``."""
-    from ...engine.batching import build_features
-    from ...engine.sources import resolve as resolve_source
+    from ..batching import build_features
+    from ..sources import resolve as resolve_source
 
     examples, where = [], None
     if task is not None:
@@ -506,7 +499,7 @@ def export_gguf(model_dir: str, output: str, host, quantize: str = DEFAULT_QUANT
         raise SFTError("sft export --format gguf needs the gguf package: pip install 'sft-core[llm]'") from None
     import torch
 
-    from ...engine.checkpoint import TASK_FILE
+    from ..checkpoint import TASK_FILE
     from ...models.onnx_runtime import EXPORT_KEY
     from . import llamacpp
 
