@@ -8,9 +8,11 @@ Folders (model folders, checkpoints) are built under a temporary name and rename
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +101,17 @@ def replace_dir(tmp: Path, final: Path) -> None:
     else:
         os.replace(tmp, final)
     fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path):
+    """A new folder beside ``final`` to write into; it replaces ``final`` (``replace_dir``) when the block
+    ends normally and is removed when it raises: ``final`` is the complete new folder or what it was."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        yield work
+        replace_dir(work, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -26,14 +26,12 @@ chat template (``ollama.py``) is written beside the file, and the report goes in
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from ...errors import SFTError
+from ..files import staged_dir
 
 QUANTS = ("f16", "bf16", "q8_0", "q4_0")
 DEFAULT_QUANT = "f16"
@@ -522,9 +520,7 @@ def export_gguf(model_dir: str, output: str, host, quantize: str = DEFAULT_QUANT
     echo(f"exporting {model_dir} ({model.config.model_type}, {sum(p.numel() for p in model.parameters()):,} "
          f"parameters) to GGUF {quantize}")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_dir(out) as work:
         path = work / name
         written = write_gguf(path, model, tokenizer, quantize, Path(model_dir).name, eot)
         report = {"format": "gguf", "quantize": quantize, "file": name, **written,
@@ -566,12 +562,6 @@ def export_gguf(model_dir: str, output: str, host, quantize: str = DEFAULT_QUANT
             info = json.loads((Path(model_dir) / TASK_FILE).read_text(encoding="utf-8"))
         info[EXPORT_KEY] = report
         (work / TASK_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return report
 
 

@@ -20,14 +20,12 @@ The folder is written next to its destination and renamed into place only when c
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from ..checkpoint import TASK_FILE
+from ..files import staged_dir
 from ...errors import SFTError
 from ...models.onnx_runtime import EXPORT_KEY, MODEL_FILE, session
 
@@ -135,9 +133,7 @@ def export_onnx(model_dir: str, output: str, host, quantize: str | None = None, 
     kwargs, inputs, outputs = _recorded_call(fresh, config, model, batches[0], source)
     echo(f"exporting {source} (task {config.task}): inputs {', '.join(inputs)} -> outputs {', '.join(outputs)}")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_dir(out) as work:
         started = time.perf_counter()
         fp32 = work / ("model-fp32.onnx" if quantize else MODEL_FILE)
         _export_graph(model, {k: kwargs[k] for k in inputs}, inputs, outputs, fp32, opset)
@@ -166,12 +162,6 @@ def export_onnx(model_dir: str, output: str, host, quantize: str | None = None, 
             _write_folder(work, source, model, tokenizer, report)
             echo(f"int8: max |onnxruntime - pytorch| = {report['verification']['int8_max_abs_diff']:.3g}, "
                  f"same prediction for {agree:.1%} of the examples")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return report
 
 
