@@ -36,6 +36,7 @@ class TrainState:
     epoch: int = 0
     steps_in_epoch: int = 0  # optimizer steps already taken in ``epoch``
     samples_seen: int = 0
+    tokens_seen: int = 0  # the tokens of the features trained on (padding not counted)
     train_seconds: float = 0.0
     best_metric: float | None = None
     best_step: int | None = None

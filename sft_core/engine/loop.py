@@ -34,6 +34,7 @@ from .checkpoint import TrainState, list_checkpoints, load_training_state, set_r
 from .evaluation import evaluate, rows, to_device
 from .interrupt import StopSignals, name as signal_name
 from .logger import MetricsLogger, progress_bar
+from .memory import peak_memory
 from .saving import Saver
 
 
@@ -104,8 +105,10 @@ def _fit(run: Run, stops: StopSignals) -> dict:
                 seconds, loss = _train_step(run, model, optimizer, scheduler, group, compute_loss)
                 state.global_step += 1
                 state.steps_in_epoch += 1
-                samples = sum(len(i) for b in epoch_batches[first + start:first + start + len(group)] for i in b)
+                done_batches = epoch_batches[first + start:first + start + len(group)]
+                samples = sum(len(i) for b in done_batches for i in b)
                 state.samples_seen += samples
+                state.tokens_seen += sum(lengths[k] for b in done_batches for i in b for k in i)
                 state.train_seconds += seconds
                 lr = scheduler.get_last_lr()[0]
                 window.add(loss, samples)
@@ -158,7 +161,7 @@ def _fit(run: Run, stops: StopSignals) -> dict:
         run.hooks.sft_train_end(config=run.config, state=state, status=status)
 
     eval_metrics = saver.finish(evaluations.best_metrics if has_eval else None, evaluations.last_metrics)
-    train = _train_results(state, plan, status)
+    train = _train_results(state, plan, status, acc.device)
     logger.log({"step": state.global_step, **{k: v for k, v in train.items() if k != "status"}})
     logger.close()
     return {"train": train, "eval": eval_metrics, "best_step": state.best_step, "metric_for_best": evaluations.metric}
@@ -296,11 +299,17 @@ class LogWindow:
         self.__init__(state.train_seconds)
 
 
-def _train_results(state: TrainState, plan: Schedule, status: str) -> dict:
+def _train_results(state: TrainState, plan: Schedule, status: str, device=None) -> dict:
+    """What ``train_results.json`` and the final line say: time, samples and tokens per second of
+    training time, steps, epochs, and this process's peak memory (``memory.peak_memory``)."""
+    seconds = state.train_seconds
     return {
-        "train_runtime": round(state.train_seconds, 4),
+        "train_runtime": round(seconds, 4),
         "train_samples": state.samples_seen,
-        "train_samples_per_second": round(state.samples_seen / state.train_seconds, 3) if state.train_seconds else 0.0,
+        "train_samples_per_second": round(state.samples_seen / seconds, 3) if seconds else 0.0,
+        "train_tokens": state.tokens_seen,
+        "train_tokens_per_second": round(state.tokens_seen / seconds, 1) if seconds else 0.0,
+        **peak_memory(device),
         "train_steps": state.global_step,
         "epochs_completed": state.epochs_done(plan.steps_per_epoch),
         "status": status,

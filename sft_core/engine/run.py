@@ -37,6 +37,7 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
 
     from .batching import build_features
     from .loop import Run, fit
+    from .memory import peak_memory
     from .run_folder import check_output_dir
 
     quiet_libraries()
@@ -71,6 +72,9 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
               resume_state=resume_state)
     result = fit(run)
     if main:
+        info = json.loads((output_dir / "run_info.json").read_text(encoding="utf-8"))
+        speed = {k: result["train"][k] for k in ("train_samples_per_second", "train_tokens_per_second")}
+        files.write_json(output_dir / "run_info.json", {**info, "memory": peak_memory(accelerator.device), "speed": speed})
         _write_results(output_dir, task, result)
         host.hook.sft_run_end(config=config, output_dir=output_dir, results=result)
     accelerator.wait_for_everyone()
