@@ -87,6 +87,9 @@ class TrainerConfig:
     # recompute each layer's activations in the backward pass instead of keeping them: the same
     # loss and gradients, less memory, about a third more compute
     gradient_checkpointing: bool = False
+    # a language-model loss (instruct) computes the output layer and the cross-entropy over chunks of
+    # label tokens, never the whole batch's full-vocabulary logits: the same loss and gradients
+    chunked_loss: bool = True
     # shard weights, gradients and optimizer state over the processes (FSDP2; sft_core/sharding.py)
     fsdp: bool = False
     log_every: int = 10

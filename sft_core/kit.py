@@ -12,6 +12,10 @@
 - ``resolve_model(name)``: a model alias (``minilm``, ``smollm2``), folder or hub id as a path to load;
   ``resolve_data(path)``: a data path or ``hf:NAME[:CONFIG]@SPLIT`` as a local file to read.
 - ``host()``: the plugin host (the installed plugins and their tasks), for a task built on other tasks.
+- ``causal_lm_loss(model, inputs, labels, chunked)``: a causal LM's next-token loss over the labelled
+  positions, by default without ever holding the full-vocabulary logits (``trainer.chunked_loss``);
+  ``linear_cross_entropy(hidden, weight, targets)``: the chunked output layer and loss on their own
+  (see ``sft_core.engine.lm_loss``).
 """
 
 from __future__ import annotations
@@ -109,5 +113,21 @@ def host():
     return PluginHost()
 
 
+def causal_lm_loss(model, inputs: dict, labels, chunked: bool = True, reduction: str = "mean"):
+    """The next-token loss of a causal LM over the positions ``labels`` marks (-100 elsewhere); with
+    ``chunked`` the output layer and the loss run over chunks of label tokens (the same loss and
+    gradients, never the whole batch's logits). ``reduction="none"``: per-token losses, no gradients."""
+    from .engine.lm_loss import causal_lm_loss as loss
+
+    return loss(model, inputs, labels, chunked=chunked, reduction=reduction)
+
+
+def linear_cross_entropy(hidden, weight, targets, bias=None, reduction: str = "mean"):
+    """``F.cross_entropy(F.linear(hidden, weight, bias), targets)`` computed over chunks of rows."""
+    from .engine.lm_loss import linear_cross_entropy as loss
+
+    return loss(hidden, weight, targets, bias, reduction=reduction)
+
+
 __all__ = ["json_objects", "pad_inputs", "with_head", "install", "reading", "positions_of", "metric_direction",
-           "resolve_model", "resolve_data", "host", "TOKEN_INPUTS"]
+           "resolve_model", "resolve_data", "host", "causal_lm_loss", "linear_cross_entropy", "TOKEN_INPUTS"]

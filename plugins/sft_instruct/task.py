@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from sft_core.errors import ConfigError, DataError, SFTError
 from sft_core.task import roles
@@ -322,17 +321,17 @@ class InstructTask:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
         return {**inputs, "use_cache": False}
 
-    def _label_logits(self, model, batch):
-        """Logits only where a label follows (the output layer is most of the cost at 49k words)."""
-        targets = batch["labels"][:, 1:]
-        keep = (targets != IGNORE).any(0).nonzero().squeeze(1)
-        logits = model(**self._model_inputs(batch), logits_to_keep=keep).logits
-        return logits, targets[:, keep]
+    def _token_losses(self, model, batch, reduction: str):
+        """The loss over the label tokens: by default without the full-vocabulary logits of the batch
+        (``trainer.chunked_loss``: the output layer and the cross-entropy over chunks of label tokens)."""
+        from sft_core.kit import causal_lm_loss
+
+        return causal_lm_loss(model, self._model_inputs(batch), batch["labels"],
+                              chunked=self.config.trainer.chunked_loss, reduction=reduction)
 
     def compute_loss(self, model, batch) -> torch.Tensor:
         """Mean cross-entropy over the label tokens of the batch (the same as ``model(**batch).loss``)."""
-        logits, targets = self._label_logits(model, batch)
-        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+        return self._token_losses(model, batch, "mean")
 
     # --- evaluation ---------------------------------------------------------------------------
     def _max_new_tokens(self) -> int:
@@ -361,10 +360,8 @@ class InstructTask:
     def predict_step(self, model, batch) -> dict:
         out: dict = {}
         if "labels" in batch:
-            logits, targets = self._label_logits(model, batch)
-            losses = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
-            out["loss_sum"] = losses.sum(1)
-            out["tokens"] = (targets != IGNORE).sum(1)
+            out["loss_sum"] = self._token_losses(model, batch, "none").sum(1)
+            out["tokens"] = (batch["labels"][:, 1:] != IGNORE).sum(1)
         if self.options.generate:
             out["generated"] = self.generate(model, batch["prompt_ids"], batch["prompt_mask"])
         if not out:
