@@ -90,6 +90,9 @@ class TrainerConfig:
     # a language-model loss (instruct) computes the output layer and the cross-entropy over chunks of
     # label tokens, never the whole batch's full-vocabulary logits: the same loss and gradients
     chunked_loss: bool = True
+    # on CPU (Linux, glibc): freed blocks of 1 MB and more go back to the system at once instead of
+    # staying in the allocator's heap: a far lower peak memory, at a cost in speed
+    release_memory: bool = False
     # shard weights, gradients and optimizer state over the processes (FSDP2; sft_core/sharding.py)
     fsdp: bool = False
     log_every: int = 10

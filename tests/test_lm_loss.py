@@ -8,6 +8,8 @@ and its backward are measured, not assumed.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -275,3 +277,53 @@ def test_gradient_checkpointing_with_the_chunked_loss_gives_the_same_gradients(m
     assert any(".layers.0." in n for n in grads)  # the first checkpointed layer is trained
     for name in grads:
         assert torch.allclose(grads[name], grads_gc[name], atol=1e-5, rtol=1e-4), name
+
+
+# --- trainer.release_memory ---------------------------------------------------------------------
+
+RELEASE_SCRIPT = """
+import sys, torch
+from sft_core.engine.memory import release_freed_memory
+
+def rss():
+    return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20
+
+if sys.argv[1] == 'release':
+    assert release_freed_memory()
+else:
+    torch.ones(1 << 20).sum()  # a freed 4 MB block: glibc now serves blocks of that size from its heap
+blocks, kept = [], []
+for _ in range(64):  # 64 blocks of 4 MB, written, each followed by a 2 MB block that stays (as a step's
+    blocks.append(torch.ones(1 << 20))  # temporaries lie between the activations it keeps)
+    kept.append(torch.ones(1 << 19))
+held = rss()
+del blocks
+print(held - rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_release_memory_gives_freed_blocks_back_to_the_system():
+    freed = {}
+    for mode in ("release", "default"):
+        done = subprocess.run([sys.executable, "-c", RELEASE_SCRIPT, mode], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        freed[mode] = float(done.stdout.strip().splitlines()[-1])
+    assert freed["release"] > 200, freed  # the 256 MB went back at once
+    assert freed["default"] < 64, freed  # by default the heap keeps them (what the setting is for)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_run_with_release_memory_through_the_command_line(tmp_path):
+    from sft_core.models.tiny import tiny_decoder
+
+    from helpers import sft
+
+    llama = tiny_decoder(tmp_path / "llama", [f"the cat sat on mat {i}" for i in range(30)], family="llama", pad="eos")
+    done = sft("run", "--task", "instruct", "--model", llama, "--output-dir", tmp_path / "run",
+               "instruct.chat_template=chatml", "trainer.max_steps=2", "trainer.eval_every=0", "trainer.save_every=0",
+               "instruct.generate=false", "trainer.release_memory=true", "trainer.gradient_checkpointing=true")
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["train_steps"] == 2 and summary["peak_rss_mb"] > 100 and summary["train_tokens_per_second"] > 0
+    assert "trainer.release_memory: not available" not in done.stderr  # available here: nothing to say

@@ -37,10 +37,12 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
 
     from .batching import build_features
     from .loop import Run, fit
-    from .memory import peak_memory
+    from .memory import peak_memory, release_freed_memory
     from .run_folder import check_output_dir
 
     quiet_libraries()
+    if config.trainer.release_memory and not release_freed_memory():
+        print("trainer.release_memory: not available here (it sets glibc's malloc on Linux); ignored", file=sys.stderr)
     output_dir = Path(config.output_dir)
     check_output_dir(output_dir, bool(resume), overwrite)
     resume_from, resume_state = _checkpoint_to_resume(output_dir, resume)
