@@ -52,6 +52,9 @@ Changelog:
   complete; the conformance kit holds a plugin to the checks of its declared version
   (``sft_core.testing.CHECKS``), later ones are advice; the checks of the predict path, feature
   order and malformed data are 2.0 checks.
+- 2.1: the kit's ``causal_lm_loss`` and ``linear_cross_entropy`` (a language-model loss without the
+  full-vocabulary logits, following ``trainer.chunked_loss``); ``trainer.chunked_loss``. No new
+  obligation: 2.0 plugins load unchanged.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
-CONTRACT_VERSION = "2.0"
+CONTRACT_VERSION = "2.1"
 
 
 class Register(Protocol):
