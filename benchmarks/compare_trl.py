@@ -50,7 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2", help="model alias or folder (default: smollm2)")
     p.add_argument("--data-dir", default=os.environ.get("SFT_DATA_DIR", str(ROOT.parent / "shared" / "data")))
-    p.add_argument("--source", choices=sorted(SOURCES), default="squad")
+    p.add_argument("--source", choices=[*sorted(SOURCES), "file"], default="squad")
+    p.add_argument("--data-file", help="with --source file: a JSONL file of instruct examples")
     p.add_argument("--examples", type=int, default=64, help="training examples (one epoch over them)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=512)
@@ -67,19 +68,23 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # --- what both sides share -------------------------------------------------------------------
 
-def sft_config(args, work: Path, packing: bool):
+def sft_config(args, work: Path, packing: bool, **extra):
     from sft_core.config import build_config
     from sft_core.host.manager import PluginHost
 
     host = PluginHost()
-    data = {k: (v.replace("{data}", args.data_dir) if k == "data.train" else v) for k, v in SOURCES[args.source].items()}
+    if args.source == "file":  # a JSONL file of sft's instruct formats (benchmarks/memory.py's long texts)
+        data = {"data.train": args.data_file}
+    else:
+        data = {k: (v.replace("{data}", args.data_dir) if k == "data.train" else v) for k, v in SOURCES[args.source].items()}
     values = {"model": args.model, "output_dir": str(work), **data, "data.max_train_samples": args.examples,
               "trainer.epochs": 1, "trainer.batch_size": args.batch_size, "trainer.lr": args.lr,
               "trainer.warmup_ratio": 0.0, "trainer.weight_decay": 0.0, "trainer.max_grad_norm": 1.0,
               "trainer.max_length": args.max_length, "trainer.mixed_precision": args.precision,
               "trainer.save_every": 0, "trainer.eval_every": 0, "trainer.log_every": 1,
               "trainer.group_by_length": False, "trainer.seed": 42, "instruct.packing": packing,
-              "instruct.chat_template": args.chat_template, "peft.method": "lora", "peft.r": 16, "peft.alpha": 32, "peft.dropout": 0.0, "peft.save": "adapter"}
+              "instruct.chat_template": args.chat_template, "peft.method": "lora", "peft.r": 16, "peft.alpha": 32, "peft.dropout": 0.0, "peft.save": "adapter",
+              **extra}
     return host, build_config(host.get_task("instruct"), [("compare_trl.py", values)])
 
 
@@ -113,10 +118,11 @@ def peak_rss_mb() -> float:
 
 # --- the workers -----------------------------------------------------------------------------
 
-def run_sft(args, work: Path, packing: bool) -> dict:
+def run_sft(args, work: Path, packing: bool, **extra) -> dict:
+    """sft's instruct task; ``extra``: config keys on top (trainer.gradient_checkpointing, ...)."""
     from sft_core import engine
 
-    host, config = sft_config(args, work, packing)
+    host, config = sft_config(args, work, packing, **extra)
     result = engine.train(config, host)
     losses = [r["loss"] for r in map(json.loads, (work / "metrics.jsonl").read_text().splitlines())
               if "loss" in r and "event" not in r]
@@ -130,14 +136,40 @@ def run_sft(args, work: Path, packing: bool) -> dict:
     return figures
 
 
-def run_trl(args, work: Path, mode: str) -> dict:
+def run_trl(args, work: Path, mode: str, checkpointing: bool = False) -> dict:
+    trainer = build_trl(args, work, mode, checkpointing)
+    tokens = sum(int(sum(x)) if "attention_mask" in trainer.train_dataset.column_names else len(x)
+                 for x in trainer.train_dataset["attention_mask" if "attention_mask" in trainer.train_dataset.column_names
+                                                 else "input_ids"])
+    leak = packed_loss_check(trainer) if mode == "trl-packed" else None
+    start = time.perf_counter()
+    output = trainer.train()
+    seconds = output.metrics.get("train_runtime", time.perf_counter() - start)
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    figures = {"train_seconds": seconds, "steps": trainer.state.global_step, "tokens": tokens, "losses": losses[:5],
+               "peak_rss_mb": peak_rss_mb()}
+    if mode == "trl-packed":
+        figures["packed_sequences"] = len(trainer.train_dataset)
+        figures["first_batch_loss_as_trained"], figures["first_batch_loss_exact"] = leak
+    return figures
+
+
+def build_trl(args, work: Path, mode: str, checkpointing: bool = False, pairs=None, max_steps: int = -1):
+    """TRL's SFTTrainer on the run's examples (``pairs``: prompt and completion texts instead)."""
     import datasets
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    examples, tokenizer, pairs, path, _ = examples_and_tokenizer(args, work)
+    if pairs is None:
+        _, tokenizer, pairs, path, _ = examples_and_tokenizer(args, work)
+    else:
+        from sft_core.kit import resolve_model
+        from transformers import AutoTokenizer
+
+        path = resolve_model(args.model)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     # identical math: the dataset in sft's batch order, read sequentially
     order = sft_order(len(pairs), args.batch_size, 42) if mode == "trl" else list(range(len(pairs)))
     # plain prompt and completion text (the completion ends with the end-of-turn token, which is
@@ -154,24 +186,13 @@ def run_trl(args, work: Path, mode: str) -> dict:
                        report_to="none", use_cpu=True, bf16=args.precision == "bf16", seed=42,
                        completion_only_loss=True, packing=mode == "trl-packed",
                        train_sampling_strategy={"trl": "sequential", "trl-grouped": "group_by_length"}.get(mode, "random"),
-                       dataloader_num_workers=0, disable_tqdm=True)
+                       dataloader_num_workers=0, disable_tqdm=True, max_steps=max_steps,
+                       gradient_checkpointing=checkpointing,
+                       gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None)
 
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                             peft_config=lora)
-    tokens = sum(int(sum(x)) if "attention_mask" in trainer.train_dataset.column_names else len(x)
-                 for x in trainer.train_dataset["attention_mask" if "attention_mask" in trainer.train_dataset.column_names
-                                                 else "input_ids"])
-    leak = packed_loss_check(trainer) if mode == "trl-packed" else None
-    start = time.perf_counter()
-    output = trainer.train()
-    seconds = output.metrics.get("train_runtime", time.perf_counter() - start)
-    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    figures = {"train_seconds": seconds, "steps": trainer.state.global_step, "tokens": tokens, "losses": losses[:5],
-               "peak_rss_mb": peak_rss_mb()}
-    if mode == "trl-packed":
-        figures["packed_sequences"] = len(trainer.train_dataset)
-        figures["first_batch_loss_as_trained"], figures["first_batch_loss_exact"] = leak
-    return figures
+    return trainer
 
 
 def packed_loss_check(trainer) -> tuple[float, float]:

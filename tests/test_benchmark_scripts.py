@@ -166,6 +166,61 @@ def test_compare_trl_on_a_tiny_decoder(tmp_path):
         assert abs(results["trl"]["losses"][0] - results["sft"]["losses"][0]) < 1e-4
 
 
+def test_memory_benchmark_on_a_tiny_decoder(tmp_path):
+    """benchmarks/memory.py's three parts on sft's configurations: the memory options change no loss,
+    the breakdown accounts for the step, the length search stops at its cap or the budget."""
+    from sft_core.testing import tiny_decoder
+
+    from test_instruct import EOS_TEMPLATE
+
+    data = tmp_path / "data"
+    (data / "glue" / "SST-2").mkdir(parents=True)
+    rows = [f"{'a fine warm film' if i % 2 else 'a dull cold film'} number {i}\t{i % 2}" for i in range(16)]
+    (data / "glue" / "SST-2" / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    for label in ("pos", "neg"):
+        (data / "imdb" / "aclImdb" / "train" / label).mkdir(parents=True)
+        for i in range(3):
+            (data / "imdb" / "aclImdb" / "train" / label / f"{i}_7.txt").write_text(
+                " ".join(f"a {label} film review sentence number {j}.<br />" for j in range(60)))
+    model = tiny_decoder(tmp_path / "model", [r.split("\t")[0] for r in rows] + ["film review sentence number"],
+                         family="llama", pad="eos")
+    template = tmp_path / "template.jinja"
+    template.write_text(EOS_TEMPLATE)
+    output = tmp_path / "memory.json"
+    common = ["--model", model, "--chat-template", str(template), "--data-dir", str(data), "--source", "sst2",
+              "--examples", "8", "--batch-size", "4", "--max-length", "128", "--threads", "1",
+              "--configs", "sft", "sft-unchunked", "sft-ckpt", "--start", "64", "--cap", "128"]
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "memory.py"), *common, "--budget-mb", "100000",
+                           "--output", str(output)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    results = json.loads(output.read_text())
+    configs = results["configs"]
+    assert set(configs) == {"sft", "sft-unchunked", "sft-ckpt"} and not any("error" in r for r in configs.values())
+    for name in ("sft-unchunked", "sft-ckpt"):  # the same math: the same losses
+        assert configs[name]["losses"] == pytest.approx(configs["sft"]["losses"], abs=1e-4), name
+    assert all(r["peak_rss_mb"] > 100 and r["tokens_per_second"] > 0 for r in configs.values())
+    breakdown = results["breakdown"]
+    assert set(breakdown) == {"sft", "sft-unchunked"}
+    for r in breakdown.values():
+        assert r["step_peak_mb"] == pytest.approx(sum(r["step_peak_by_region_mb"].values()), rel=1e-6)
+        assert r["step_peak_by_region_mb"]["activations"] > 0 and r["weights_mb"] > r["trainable_mb"] > 0
+    assert breakdown["sft"]["loss"] == pytest.approx(breakdown["sft-unchunked"]["loss"], abs=1e-5)
+    longest = results["longest"]
+    assert longest["sft-ckpt"]["longest"] == 128 and longest["sft-ckpt"]["capped"]
+    assert sorted(longest["sft-ckpt"]["tried"], key=int) == ["64", "128"]
+    assert "longest sequence trained" in done.stdout and "sft-unchunked" in done.stdout
+
+    # a budget nothing fits: the first length tried is over, and the report says so
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "memory.py"), *common, "--parts", "longest",
+                           "--budget-mb", "1", "--configs", "sft-ckpt", "--output", str(output)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(output.read_text())["longest"]["sft-ckpt"]["longest"] == 0
+    assert "(64 does not)" in done.stdout
+
+
 def test_serve_load_measures_a_served_model_and_the_baseline(tmp_path):
     """benchmarks/serve_load.py's load levels against `sft serve` and against the hand-written
     baseline server, both on one tiny classifier; every request is answered and counted."""
