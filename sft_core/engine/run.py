@@ -65,8 +65,7 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
         print(describe_budget(config, len(data.train), train_features, accelerator.num_processes), file=sys.stderr)
     report = feature_report(task)  # e.g. truncation counts, packing, a mixture's composition
     if main and report:
-        info = json.loads((output_dir / "run_info.json").read_text(encoding="utf-8"))
-        files.write_json(output_dir / "run_info.json", {**info, "data": report})
+        _add_to_run_info(output_dir, data=report)
 
     run = Run(config=config, task=task, hooks=host.hook, accelerator=accelerator, model=model,
               tokenizer=tokenizer, train_features=train_features, eval_features=eval_features,
@@ -74,9 +73,8 @@ def train(config: RunConfig, host, resume: bool | str = False, overwrite: bool =
               resume_state=resume_state)
     result = fit(run)
     if main:
-        info = json.loads((output_dir / "run_info.json").read_text(encoding="utf-8"))
         speed = {k: result["train"][k] for k in ("train_samples_per_second", "train_tokens_per_second")}
-        files.write_json(output_dir / "run_info.json", {**info, "memory": peak_memory(accelerator.device), "speed": speed})
+        _add_to_run_info(output_dir, memory=peak_memory(accelerator.device), speed=speed)
         _write_results(output_dir, task, result)
         host.hook.sft_run_end(config=config, output_dir=output_dir, results=result)
     accelerator.wait_for_everyone()
@@ -238,6 +236,12 @@ def _start_run_folder(output_dir: Path, config: RunConfig, task, accelerator, re
         info["validation"] = {"fraction": config.data.validation_fraction, "seed": config.data.validation_seed,
                               "train_examples": len(data.train), "validation_examples": len(data.eval or [])}
     files.write_json(output_dir / "run_info.json", info)
+
+
+def _add_to_run_info(output_dir: Path, **sections) -> None:
+    """Add ``sections`` to the ``run_info.json`` written when the run started."""
+    info = json.loads((output_dir / "run_info.json").read_text(encoding="utf-8"))
+    files.write_json(output_dir / "run_info.json", {**info, **sections})
 
 
 def _versions(accelerator) -> dict:
