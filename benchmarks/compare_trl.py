@@ -91,7 +91,7 @@ def sft_config(args, work: Path, packing: bool, **extra):
 def examples_and_tokenizer(args, work: Path):
     """The training examples as sft reads them, the tokenizer, and each example's prompt and answer text."""
     from sft_core.engine import load_pretrained as _pretrained
-    from sft_instruct import template
+    from sft_core.kit import chat_template as template
 
     host, config = sft_config(args, work, packing=False)
     _, task, path = _pretrained(config.model, host, "instruct", [("compare_trl.py", config.to_dict())])

@@ -15,7 +15,13 @@
 - ``causal_lm_loss(model, inputs, labels, chunked)``: a causal LM's next-token loss over the labelled
   positions, by default without ever holding the full-vocabulary logits (``trainer.chunked_loss``);
   ``linear_cross_entropy(hidden, weight, targets)``: the chunked output layer and loss on their own
-  (see ``sft_core.engine.lm_loss``).
+  (see ``sft_core.engine.lm_loss``); ``causal_lm_logps(model, inputs, labels)``: the per-token
+  log-probabilities of the labelled tokens, with gradients, by the same chunked path (for losses on
+  sequence log-probabilities, e.g. preference tuning).
+- ``chat_template``: conversations rendered by a tokenizer's chat template and turned into token ids
+  with the spans of the assistant turns, with the checks that make training and serving see the same
+  tokens (every prompt's rendering a token prefix of the conversation, no double BOS, the end-of-turn
+  token part of the answer); see ``sft_core.models.chat_template``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import DataError
+from .models import chat_template
 from .task import metric_direction
 
 #: Token-aligned inputs and the value that pads each (None: the tokenizer's pad token id).
@@ -122,6 +129,15 @@ def causal_lm_loss(model, inputs: dict, labels, chunked: bool = True, reduction:
     return loss(model, inputs, labels, chunked=chunked, reduction=reduction)
 
 
+def causal_lm_logps(model, inputs: dict, labels, chunked: bool = True):
+    """The log-probability of every labelled token (-100 elsewhere gives 0), with gradients: a (batch,
+    length - 1) tensor; ``.sum(1)`` is each row's log-probability of its labelled tokens. With
+    ``chunked`` the full-vocabulary logits of the batch are never held."""
+    from .engine.lm_loss import causal_lm_logps as logps
+
+    return logps(model, inputs, labels, chunked=chunked)
+
+
 def linear_cross_entropy(hidden, weight, targets, bias=None, reduction: str = "mean"):
     """``F.cross_entropy(F.linear(hidden, weight, bias), targets)`` computed over chunks of rows."""
     from .engine.lm_loss import linear_cross_entropy as loss
@@ -130,4 +146,5 @@ def linear_cross_entropy(hidden, weight, targets, bias=None, reduction: str = "m
 
 
 __all__ = ["json_objects", "pad_inputs", "with_head", "install", "reading", "positions_of", "metric_direction",
-           "resolve_model", "resolve_data", "host", "causal_lm_loss", "linear_cross_entropy", "TOKEN_INPUTS"]
+           "resolve_model", "resolve_data", "host", "causal_lm_loss", "causal_lm_logps", "linear_cross_entropy",
+           "chat_template", "TOKEN_INPUTS"]

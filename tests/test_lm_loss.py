@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from sft_core.engine import lm_loss
-from sft_core.engine.lm_loss import causal_lm_loss, linear_cross_entropy
+from sft_core.engine.lm_loss import causal_lm_logps, causal_lm_loss, linear_cross_entropy, linear_log_probs
 from sft_core.engine.memory import LiveTensors
 from sft_core.host.manager import PluginHost
 
@@ -158,6 +158,59 @@ def test_causal_lm_loss_chunked_equals_the_models_own_loss(tied, lora):
     assert trained_head == (not lora or not tied)
     for name in grads:
         assert torch.allclose(grads[name], plain_grads[name], atol=1e-5, rtol=1e-5), name
+
+
+@pytest.mark.parametrize("rows", [1, 7, 37, 1000])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_log_probs_equal_the_plain_log_softmax_under_any_row_weights(rows, bias):
+    h, w, b, t = _inputs(bias=bias)
+    weights = torch.linspace(-2.0, 3.0, len(t))  # a loss that weights each token differently (DPO does)
+    plain = F.log_softmax(F.linear(h, w, b), dim=-1).gather(1, t.clamp(min=0).unsqueeze(1)).squeeze(1)
+    plain = plain * (t != IGNORE)
+    (plain * weights).sum().backward()
+    expected = _grads(h, w, b)
+    chunked = linear_log_probs(h, w, t, b, chunk_elements=rows * w.shape[0])
+    (chunked * weights).sum().backward()
+    got = _grads(h, w, b)
+    assert torch.allclose(chunked, plain, atol=1e-5), (chunked - plain).abs().max()
+    assert (chunked[t == IGNORE] == 0).all()
+    for name, e, g in zip("hwb", expected, got):
+        if e is None:
+            assert g is None
+        else:
+            assert torch.allclose(g, e, atol=1e-4, rtol=1e-4), (name, (g - e).abs().max())
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("lora", [False, True])
+def test_causal_lm_logps_chunked_equal_the_plain_ones_with_the_same_gradients(tied, lora):
+    model = tiny_llama(tied=tied)
+    if lora:
+        from sft_core.config import PeftConfig
+        from sft_core.models import adapters
+
+        model = adapters.apply(model, PeftConfig(method="lora", r=4, dropout=0.0), "tiny")
+    model.train()
+    inputs, labels = _batch(211)
+    results = []
+    for chunked in (False, True):
+        model.zero_grad(set_to_none=True)
+        logps = causal_lm_logps(model, inputs, labels, chunked=chunked, chunk_elements=5 * 211)
+        sums = logps.sum(1)
+        # a preference-style loss: rows weighted with opposite signs
+        (-F.logsigmoid(sums[0] - sums[1]) + 0.3 * sums[2]).backward()
+        results.append((logps.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (plain, plain_grads), (chunked, grads) = results
+    # the plain log-probabilities are the model's own logits' log-softmax at the labelled positions
+    with torch.no_grad():
+        logits = model(**inputs).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    own = torch.log_softmax(logits, -1).gather(2, targets.clamp(min=0).unsqueeze(2)).squeeze(2) * (targets != IGNORE)
+    assert torch.allclose(plain, own, atol=1e-5)
+    assert torch.allclose(chunked, plain, atol=1e-5), (chunked - plain).abs().max()
+    assert grads.keys() == plain_grads.keys() and grads
+    for name in grads:
+        assert torch.allclose(grads[name], plain_grads[name], atol=1e-5, rtol=1e-4), name
 
 
 def test_per_token_losses_of_a_model_in_evaluation():

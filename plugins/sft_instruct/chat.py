@@ -24,7 +24,9 @@ def chat_session(model: str, host, read: Callable[[str], str], write: Callable[[
     task, tokenizer, model_obj = prepare_for_inference(model, host, "instruct", list(layers))
     if not hasattr(task, "generate"):
         raise click.ClickException(f"{model} is a model of task {task.config.task!r}; sft chat talks to causal LMs")
-    from .template import prompt_ids
+    from sft_core.kit import chat_template
+
+    prompt_ids = chat_template.prompt_ids
 
     class Streamer(TextStreamer):
         shown = ""  # the answer so far, as streamed

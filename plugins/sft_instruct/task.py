@@ -1,6 +1,7 @@
 """The instruct task: supervised fine-tuning of causal language models on instructions.
 
-Conversations are rendered by the chat template (``template.py``); the loss is taken on the
+Conversations are rendered by the chat template (``sft_core.kit.chat_template``, shared with
+every task that trains on conversations); the loss is taken on the
 assistant turns (``instruct.train_on``), each with its end-of-turn token, masked by position and
 never by comparing ids with the pad id (SmolLM2 pads with its end-of-turn token). Evaluation
 reports loss and perplexity and, by generation (left-padded batches, the KV cache, greedy or beam),
@@ -18,9 +19,9 @@ from pathlib import Path
 import torch
 
 from sft_core.errors import ConfigError, DataError, SFTError
+from sft_core.kit import chat_template as template
 from sft_core.task import roles
 
-from . import template
 from .formats import read_conversations
 from .mixture import SourceTask, check_sources, draw, source_record
 from .options import mixture_sources

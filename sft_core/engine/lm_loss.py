@@ -117,6 +117,82 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     return total / (targets != ignore_index).sum()  # no label: 0/0, NaN, as F.cross_entropy gives
 
 
+class _LinearLogProbs(torch.autograd.Function):
+    """Per-row log-probability of ``targets`` under ``softmax(hidden @ weight.T + bias)``, chunk by chunk,
+    with gradients for any weighting of the rows (a loss on sequence log-probabilities weights each
+    token by its sequence's factor). The gradient of a row's log-probability with respect to its
+    hidden state is stored at once (one row of H numbers); the output weight's gradient depends on the
+    rows' weights, so it is made in the backward pass from each chunk's logits made again."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, rows: int, ignore_index: int):
+        need_h, need_w = hidden.requires_grad, weight.requires_grad
+        need_b = bias is not None and bias.requires_grad
+        unit_h = torch.empty_like(hidden) if need_h else None
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], rows):
+            h, t = hidden[start:start + rows], targets[start:start + rows]
+            logits, logits32, lse, valid, safe, losses = _chunk_losses(h, weight, bias, t, ignore_index)
+            out[start:start + rows] = -losses
+            if need_h:
+                grad = _log_prob_grad(logits32, lse, valid, safe).to(logits.dtype)
+                unit_h[start:start + rows] = (grad @ weight.to(grad.dtype)).to(hidden.dtype)
+            del logits, logits32
+        saved = [unit_h] if need_h else []
+        if need_w or need_b:
+            saved += [hidden, weight, targets] + ([bias] if bias is not None else [])
+        ctx.save_for_backward(*saved)
+        ctx.needs, ctx.rows, ctx.ignore, ctx.has_bias = (need_h, need_w, need_b), rows, ignore_index, bias is not None
+        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        need_h, need_w, need_b = ctx.needs
+        saved = list(ctx.saved_tensors)
+        grad_h = grad_w = grad_b = None
+        if need_h:
+            unit_h = saved.pop(0)
+            grad_h = (unit_h * grad_out.unsqueeze(1).to(unit_h.dtype)).to(ctx.dtypes[0])
+        if need_w or need_b:
+            hidden, weight, targets = saved[:3]
+            bias = saved[3] if ctx.has_bias else None
+            acc_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+            acc_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+            for start in range(0, hidden.shape[0], ctx.rows):
+                h, t = hidden[start:start + ctx.rows], targets[start:start + ctx.rows]
+                logits, logits32, lse, valid, safe, _ = _chunk_losses(h.detach(), weight.detach(),
+                                                                      None if bias is None else bias.detach(), t,
+                                                                      ctx.ignore)
+                grad = _log_prob_grad(logits32, lse, valid, safe) * grad_out[start:start + ctx.rows].unsqueeze(1)
+                grad = grad.to(logits.dtype)
+                del logits, logits32
+                if need_w:
+                    acc_w += (grad.t() @ h.detach().to(grad.dtype)).float()
+                if need_b:
+                    acc_b += grad.float().sum(0)
+            grad_w = acc_w.to(ctx.dtypes[1]) if need_w else None
+            grad_b = acc_b.to(ctx.dtypes[2]) if need_b else None
+        return grad_h, grad_w, grad_b, None, None, None
+
+
+def _log_prob_grad(logits32, lse, valid, safe):
+    """d log p(target) / d logits: one-hot minus softmax, zero at ignored rows."""
+    grad = -torch.exp(logits32 - lse.unsqueeze(1))
+    grad[torch.arange(len(safe), device=grad.device), safe] += 1.0
+    return grad * valid.unsqueeze(1)
+
+
+def linear_log_probs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, bias=None,
+                     chunk_elements: int | None = None, ignore_index: int = IGNORE) -> torch.Tensor:
+    """``log_softmax(F.linear(hidden, weight, bias)).gather(targets)`` per row (0 where ``targets`` is
+    ``ignore_index``), with gradients, holding the logits of one chunk of rows at a time."""
+    if hidden.dim() != 2 or targets.shape != hidden.shape[:1]:
+        raise ValueError(f"hidden must be (N, H) and targets (N,), got {tuple(hidden.shape)} and {tuple(targets.shape)}")
+    return _LinearLogProbs.apply(hidden, weight, bias, targets, chunk_rows(weight.shape[0], chunk_elements),
+                                 ignore_index)
+
+
 # --- on a transformers causal LM --------------------------------------------------------------
 
 def _inner(model):
@@ -231,3 +307,27 @@ def causal_lm_loss(model, inputs: dict, labels: torch.Tensor, chunked: bool = Tr
         return torch.zeros(targets.shape, dtype=losses.dtype, device=losses.device).index_copy(1, keep, losses)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), kept.reshape(-1), ignore_index=IGNORE,
                            reduction=reduction)
+
+
+def causal_lm_logps(model, inputs: dict, labels: torch.Tensor, chunked: bool = True,
+                    chunk_elements: int | None = None) -> torch.Tensor:
+    """The log-probability a causal LM gives each labelled token (``labels`` as for ``causal_lm_loss``),
+    with gradients: a (batch, length - 1) float tensor, 0 where no label. Summed over a row it is the
+    log-probability of that row's labelled tokens, the quantity preference losses compare.
+
+    ``chunked``: the output layer over chunks of label tokens, never the whole batch's logits (see the
+    module); False, or a model where that is not exact: a log-softmax over the logits of the positions
+    that carry a label in some row."""
+    targets = labels[:, 1:]
+    mask = targets != IGNORE
+    if chunked and chunking_is_exact(model, inputs):
+        with output_layer_bypassed(model) as head:
+            hidden = model(**inputs).logits[:, :-1]
+        picked = linear_log_probs(hidden[mask], head.weight, targets[mask], head.bias, chunk_elements=chunk_elements)
+        return torch.zeros(targets.shape, dtype=picked.dtype, device=picked.device).masked_scatter(mask, picked)
+    keep = mask.any(0).nonzero().squeeze(1)
+    logits = model(**inputs, logits_to_keep=keep).logits.float()
+    kept = targets[:, keep]
+    picked = torch.log_softmax(logits, dim=-1).gather(2, kept.clamp(min=0).unsqueeze(2)).squeeze(2)
+    picked = picked * (kept != IGNORE)
+    return torch.zeros(targets.shape, dtype=picked.dtype, device=picked.device).index_copy(1, keep, picked)

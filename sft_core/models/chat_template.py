@@ -1,5 +1,8 @@
 """The chat template, and conversations turned into token ids with the loss mask.
 
+Shared by every task that trains a causal LM on conversations (instruction tuning, preference
+tuning): plugins reach it as ``sft_core.kit.chat_template``. Imports no torch.
+
 One rendering rule serves training, evaluation, ``sft predict``, ``sft chat`` and serving: the
 tokenizer's chat template (saved with the model). A conversation is rendered as text and encoded
 without adding special tokens (the template writes them, so BOS cannot come twice). Assistant turn
