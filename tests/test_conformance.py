@@ -40,3 +40,11 @@ class TestBuiltinTasksOnADecoder(TaskConformance):
                                    "peft.method": "none", "trainer.max_length": 128}))
 class TestInstructTask(TaskConformance):
     pass
+
+
+@conformance_cases(Case("preference", tiny_model=tiny_llama,
+                        overrides={"preference.chat_template": "chatml", "preference.max_new_tokens": 8,
+                                   "peft.method": "none", "trainer.max_length": 128},
+                        predict_texts=("How do I boil an egg?",)))
+class TestPreferenceTask(TaskConformance):
+    pass

@@ -222,7 +222,11 @@ class InstructTask:
         kwargs = {"attn_implementation": self.options.attention} if self.options.attention else {}
         model = with_head(AutoModelForCausalLM, name_or_path, "causal language modelling", dtype=torch.float32, **kwargs)
         if self.tokenizer is not None and model.get_input_embeddings().num_embeddings < len(self.tokenizer):
-            model.resize_token_embeddings(len(self.tokenizer))
+            # the added tokens' rows are drawn from a fixed seed: every load of this model gets the same
+            # ones (a reference model for preference tuning must equal the policy's starting point)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model.resize_token_embeddings(len(self.tokenizer))
         if self.stops:
             model.generation_config.eos_token_id = list(self.stops)
         if self.options.packing:

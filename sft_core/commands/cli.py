@@ -105,7 +105,8 @@ def _say_what_next(config, host) -> None:
 @cli.command("eval")
 @click.option("--model", "model_dir", required=True, help="Model folder written by `sft run` (RUN/model); with --task, "
               "also a model that was never fine-tuned (alias, folder or hub id): its zero-shot baseline.")
-@click.option("--task", "task_name", help="Task to evaluate an untrained model on (a saved model knows its task).")
+@click.option("--task", "task_name", help="Task to evaluate an untrained model on (a saved model knows its task), or a "
+              "saved model of another task as that task's starting point (e.g. an instruct model on preference pairs).")
 @click.option("--config", "configs", multiple=True, type=click.Path(), help="YAML config file (e.g. the recipe); repeatable.")
 @click.option("--data", help="Evaluation data file, or a dataset as hf:NAME[:CONFIG]@SPLIT (default: data.eval of --config).")
 @click.option("--output-dir", help="Where eval_results.json and predictions go (default: next to the model, in eval/ "

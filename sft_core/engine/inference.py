@@ -4,11 +4,13 @@ and ``sft predict`` (one record per input), each reading its input whole."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from ..errors import SFTError
 from ..task import roles
 from . import files
+from .checkpoint import TASK_FILE
 from .loading import is_sft_folder, load_model, load_pretrained, load_saved, quiet_libraries
 from .precision import make_accelerator
 from .sources import resolve as resolve_source
@@ -31,13 +33,17 @@ def evaluate_saved(model_dir: str, data: str | None, output_dir: str | None, hos
 
     quiet_libraries()
     layers = list(layers)
-    pretrained = not is_sft_folder(model_dir) and task_name is not None
+    saved_task = _saved_task(model_dir)
+    # a model folder of another task (e.g. an instruct model scored on preference pairs) is evaluated as
+    # the starting point of task_name, as a model that sft never trained is
+    pretrained = task_name is not None and saved_task != task_name
     if pretrained:
+        if saved_task is not None:
+            print(f"sft eval: {model_dir} is a model of task {saved_task!r}; evaluated as the starting point of task "
+                  f"{task_name!r}", file=sys.stderr)
         config, task, model_path = load_pretrained(model_dir, host, task_name, layers)
     else:
         _, config, task = load_saved(model_dir, host, layers, data_given=data is not None)
-        if task_name is not None and task_name != config.task:
-            raise SFTError(f"{model_dir} is a model of task {config.task!r}, not {task_name!r}")
         model_path = model_dir
     given = data is not None
     data = data or config.data.eval  # None: the task's built-in sample
@@ -67,6 +73,18 @@ def evaluate_saved(model_dir: str, data: str | None, output_dir: str | None, hos
         files.write_predictions(task, out, predictions, examples)
         files.write_json(out / EVALUATED_FILE, {"model": str(model_dir), "data": source})
     return {"metrics": metrics, "output_dir": str(out), "replaced": replaced}
+
+
+def _saved_task(model_dir: str) -> str | None:
+    """The task a model folder written by sft was trained for; None for any other model."""
+    import json
+
+    if not is_sft_folder(model_dir):
+        return None
+    try:
+        return json.loads((Path(model_dir) / TASK_FILE).read_text(encoding="utf-8"))["task"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 #: What an evaluation folder holds the results of: {"model", "data"}.

@@ -255,11 +255,18 @@ def load_weights(model, folder: str | Path) -> None:
 
 
 def model_inputs(model, batch: dict) -> dict:
-    """The entries of a task's ``batch`` that the model's ``forward`` takes (labels left out)."""
+    """The entries of a task's ``batch`` that the model's ``forward`` takes (labels left out). A batch
+    whose rows hold several sequences each (a preference pair's two answers: token inputs of shape
+    (rows, sequences, length)) is given as one sequence a row."""
     import inspect
 
     inner = model.get_base_model() if is_peft_model(model) else model
     parameters = inspect.signature(inner.forward).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     skip = {"labels", "start_positions", "end_positions"}
-    return {k: v for k, v in batch.items() if k not in skip and (takes_any or k in parameters)}
+    inputs = {k: v for k, v in batch.items() if k not in skip and (takes_any or k in parameters)}
+    ids = inputs.get("input_ids")
+    if isinstance(ids, torch.Tensor) and ids.dim() == 3:
+        inputs = {k: v.reshape(-1, v.shape[-1]) if isinstance(v, torch.Tensor) and v.shape[:2] == ids.shape[:2] else v
+                  for k, v in inputs.items()}
+    return inputs
