@@ -2,54 +2,20 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
-from sft_core import DataConfig
 from sft_core.errors import ConfigError
-
-RowRanges = list[tuple[int, Optional[int]]]  # (first, last or None: to the end)
-
-
-def parse_rows(text: str, key: str) -> RowRanges:
-    """``"0-799"`` -> [(0, 799)], ``"800-"`` -> [(800, None)], ``"0-9,20"`` -> [(0, 9), (20, 20)].
-
-    Rows are 0-based data rows (a header row is not counted); ranges include both ends; an open
-    end runs to the last row. ``key`` names the config key in errors.
-    """
-    ranges: RowRanges = []
-    for part in str(text).split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:(-)\s*(\d+)?)?\s*", part)
-        if not match:
-            raise ConfigError(f"{key}={text!r}: expected 0-based row ranges such as 0-799, 800- or 0-99,200")
-        first = int(match[1])
-        last = None if match[2] and match[3] is None else int(match[3] if match[3] is not None else match[1])
-        if last is not None and last < first:
-            raise ConfigError(f"{key}={text!r}: range {part.strip()} runs backwards")
-        ranges.append((first, last))
-    return ranges
-
-
-def _overlap(a: RowRanges, b: RowRanges) -> bool:
-    inf = float("inf")
-    return any(x0 <= (y1 if y1 is not None else inf) and y0 <= (x1 if x1 is not None else inf)
-               for x0, x1 in a for y0, y1 in b)
+from sft_core.kit import RowsData, check_rows, parse_rows  # noqa: F401 -- parse_rows: also known by this module
 
 
 @dataclass
-class ClassificationData(DataConfig):
+class ClassificationData(RowsData):
     text_column: str | None = None  # None: found among the common names (sentence, text, ...)
     text_pair_column: str | None = None  # None: a pair only when the file has pair columns
     label_column: str | None = None  # None: label, labels, score
     header: bool | None = None  # TSV/CSV: None detects a header row by its column names
     columns: list[str] | None = None  # names for the columns of a file without header (e.g. CoLA)
-    # Rows of data.train / data.eval to use, 0-based ranges such as "0-799" and "800-", so that one
-    # labelled file can serve as disjoint training and evaluation sets. None: every row.
-    train_rows: str | None = None
-    eval_rows: str | None = None
-    rows_seed: int | None = None  # set: rows are numbered after a shuffle with this seed (same order for both)
     # a folder of class subfolders (one text file per example): which subfolders are the classes
     # (None: every subfolder holding files), and the seed of the shuffled order it is read in
     classes: list[str] | None = None
@@ -60,18 +26,7 @@ class ClassificationData(DataConfig):
     def check(self) -> None:
         if self.label_delimiter is not None and not self.label_delimiter:
             raise ConfigError("data.label_delimiter is empty; give the text between labels, e.g. '|'")
-        train = parse_rows(self.train_rows, "data.train_rows") if self.train_rows is not None else None
-        evals = parse_rows(self.eval_rows, "data.eval_rows") if self.eval_rows is not None else None
-        if self.train_rows is not None and isinstance(self.train, list):
-            raise ConfigError(f"data.train_rows={self.train_rows} picks rows of one file, but data.train is a list of "
-                              f"{len(self.train)} files; give one file or drop data.train_rows")
-        if not isinstance(self.train, str) or self.eval is None or (train is None and evals is None):
-            return
-        if Path(self.train).resolve() != Path(self.eval).resolve():
-            return
-        if train is None or evals is None or _overlap(train, evals):
-            raise ConfigError(f"data.train and data.eval are the same file ({self.eval}) and data.train_rows="
-                              f"{self.train_rows} and data.eval_rows={self.eval_rows} share rows; give disjoint ranges")
+        check_rows(self)
 
 
 @dataclass

@@ -21,9 +21,7 @@ import sys
 from pathlib import Path
 
 from sft_core.errors import DataError
-from sft_core.kit import json_objects
-
-from .options import parse_rows
+from sft_core.kit import json_objects, rows_for, select_rows
 
 TEXT_NAMES = ("sentence", "text", "content", "review", "document")
 # the GLUE tasks' own headers among them: MRPC "#1 String"/"#2 String" and "Quality", QQP "is_duplicate"
@@ -166,41 +164,13 @@ def _pick(names: list[str], wanted: str | None, candidates, what: str, key: str,
     return None
 
 
-def _row_spec(path: Path, data, split: str | None) -> tuple[str, str] | None:
-    """(ranges, config key) when ``path`` is read as the file that data.train_rows / data.eval_rows belong to."""
-    if split not in ("train", "eval"):
-        return None
-    spec, named = getattr(data, f"{split}_rows", None), getattr(data, split, None)
-    if spec is None or not isinstance(named, str) or Path(named).resolve() != path.resolve():
-        return None  # e.g. `sft eval` of a saved model on another file: its row ranges do not apply
-    return spec, f"data.{split}_rows"
-
-
-def select_rows(rows: list, spec: str, key: str, seed: int | None, path: Path) -> list:
-    """The rows at the positions ``spec`` names, after a shuffle with ``seed`` when one is given."""
-    order = list(range(len(rows)))
-    if seed is not None:
-        random.Random(seed).shuffle(order)
-    chosen: list = []
-    seen: set[int] = set()
-    for first, last in parse_rows(spec, key):
-        end = len(rows) - 1 if last is None else last
-        if first >= len(rows) or end >= len(rows):
-            raise DataError(f"{key}={spec}: {path} has {len(rows)} data rows (0-{len(rows) - 1})")
-        for position in range(first, end + 1):
-            if position not in seen:
-                seen.add(position)
-                chosen.append(rows[order[position]])
-    return chosen
-
-
 def read_examples(path: str | Path, data, need_labels: bool, limit: int | None = None,
                   split: str | None = None) -> list[dict]:
     """Examples of ``path``; ``split`` ("train", "eval") applies that split's row ranges, if any."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file not found: {path}")
-    selection = _row_spec(path, data, split)
+    selection = rows_for(path, data, split)
     if path.is_dir():
         rows, names = _folder_records(path, data)
         rows = rows if selection else rows[:limit or None]

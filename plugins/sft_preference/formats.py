@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from sft_core.errors import DataError
-from sft_core.kit import json_objects
+from sft_core.kit import json_objects, select_rows
 
 ROLES = ("system", "user", "assistant")
 #: A turn marker of an HH-RLHF transcript: a blank line, the speaker, a colon.
@@ -134,14 +134,18 @@ def _lines(path: Path):
         yield from f
 
 
-def read_pairs(path: str | Path, shape: str, invalid: str = "skip") -> tuple[list[dict], list[dict]]:
+def read_pairs(path: str | Path, shape: str, invalid: str = "skip", rows=None) -> tuple[list[dict], list[dict]]:
     """(examples ``{"prompt", "chosen", "rejected", "file", "line"}``, skipped ``{"file", "line", "why"}``)
-    of a JSON-lines file (gzip when it ends in .gz)."""
+    of a JSON-lines file (gzip when it ends in .gz); ``rows``: (ranges, config key, seed) of the
+    records to read (``data.train_rows``), else all."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     examples, skipped = [], []
-    for n, row in json_objects(path, _lines(path)):
+    records = list(json_objects(path, _lines(path)))
+    if rows is not None:
+        records = select_rows(records, rows[0], rows[1], rows[2], path)
+    for n, row in records:
         where = f"{path} line {n}"
         kind = detect(row) if shape == "auto" else shape
         if kind is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sft_core import DataConfig
 from sft_core.errors import ConfigError
+from sft_core.kit import RowsData, check_rows
 
 FORMATS = ("auto", "explicit_prompt", "implicit_prompt")
 LOSSES = ("dpo", "ipo", "hinge", "orpo", "simpo")
@@ -19,7 +19,7 @@ REFERENCES = ("auto", "adapters", "copy", "precompute", "none")
 
 
 @dataclass
-class PreferenceData(DataConfig):
+class PreferenceData(RowsData):
     # explicit_prompt: records {"prompt", "chosen", "rejected"}; implicit_prompt: {"chosen", "rejected"}
     # as two whole conversations (message lists, or "\n\nHuman: ... \n\nAssistant: ..." transcripts as
     # Anthropic's HH-RLHF files are) whose shared beginning is the prompt; auto: by the keys, per record
@@ -28,8 +28,11 @@ class PreferenceData(DataConfig):
     # a pair whose answers are identical, or with an empty answer, teaches nothing: skip it (counted,
     # and named on stderr) or stop with an error naming its file and line
     invalid_pairs: Literal["skip", "error"] = "skip"
+    # (from RowsData) data.train_rows / data.eval_rows: 0-based ranges of the pairs of one file, e.g.
+    # "0-1199" to train and "1200-" to evaluate; rows_seed numbers them after a shuffle
 
     def check(self) -> None:
+        check_rows(self)
         if self.format not in FORMATS:
             raise ConfigError(f"data.format must be one of {', '.join(FORMATS)}; got {self.format!r}")
         if self.invalid_pairs not in ("skip", "error"):
