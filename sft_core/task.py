@@ -240,6 +240,16 @@ class ResolvesModels(Protocol):
 
 
 @runtime_checkable
+class TrainMetrics(Protocol):
+    """Figures of the training batches beside the loss (e.g. preference tuning's reward accuracy):
+    each logged training record of ``metrics.jsonl`` carries them (contract 2.2)."""
+
+    def train_metrics(self) -> dict[str, float]:
+        """The task's figures over the training batches since the last call (means), then forgotten;
+        ``compute_loss`` gathers them. Called on every process at each logged step; the main one logs."""
+
+
+@runtime_checkable
 class GoldPredictions(Protocol):
     """Each example's gold annotation in the form ``postprocess`` returns: the conformance kit checks
     that it scores perfectly, and mixtures of the instruct task put sources on one scale with it."""
@@ -272,6 +282,7 @@ class Roles:
     read_messages: Callable | None = None
     resolve_model: Callable | None = None
     gold_predictions: Callable | None = None
+    train_metrics: Callable | None = None
     metric_directions: Mapping[str, str] | None = None
     long_inputs: str = "truncate"
     prediction_files: tuple[str, ...] = field(default_factory=tuple)
@@ -309,6 +320,7 @@ def roles(task: Any) -> Roles:
         read_messages=_method(task, "read_messages"),
         resolve_model=_method(task, "resolve_model"),
         gold_predictions=_method(task, "gold_predictions"),
+        train_metrics=_method(task, "train_metrics"),
         metric_directions=declared["metric_directions"],
         long_inputs=declared["long_inputs"] or "truncate",
         prediction_files=tuple(name for name in (getattr(task, "predictions_file", None),

@@ -372,3 +372,19 @@ def test_resume_continues_exactly(tmp_path, tiny_llama, peft):
         assert torch.equal(a[name], b[name]), name
     assert resumed["eval"]["reward_accuracy"] == straight["eval"]["reward_accuracy"]
     assert resumed["eval"]["loss"] == straight["eval"]["loss"]
+
+
+def test_row_ranges_split_one_file_into_training_and_evaluation_pairs(tmp_path, host, tiny_llama):
+    path = write_jsonl(tmp_path / "pairs.jsonl", constructed_pairs(10, 8))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    _, task = task_for(host, tiny_llama, tmp_path, **{"data.train": str(path), "data.eval": str(path),
+                                                      "data.train_rows": "0-7", "data.eval_rows": "8-"})
+    train, evaluation = task.load("train", str(path)), task.load("eval", str(path))
+    assert [e["line"] for e in train] == list(range(1, 9)) and [e["line"] for e in evaluation] == [9, 10]
+    assert evaluation[0]["chosen"][0]["content"] == rows[8]["chosen"]
+    # another file (sft eval --data) is read whole
+    other = write_jsonl(tmp_path / "other.jsonl", constructed_pairs(3, 9))
+    assert len(task.load("eval", str(other))) == 3
+    with pytest.raises(ConfigError, match="share rows"):
+        make_config(host, "preference", **{"data.train": str(path), "data.eval": str(path), "data.train_rows": "0-8",
+                                           "data.eval_rows": "8-"})

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from sft_core.errors import ConfigError, DataError, SFTError
-from sft_core.kit import causal_lm_logps, chat_template, resolve_data, resolve_model
+from sft_core.kit import causal_lm_logps, chat_template, resolve_data, resolve_model, rows_for
 
 from .formats import read_pairs
 from .losses import nll, pair_losses
@@ -85,6 +85,7 @@ class PreferenceTask:
         #: run that trains, kept in the saved model's state; None: no reference (scored by log-probabilities)
         self.reference: dict | None = None
         self._reference_model = None
+        self._train_figures: list[torch.Tensor] = []  # per training batch: accuracy, margin, chosen, rejected reward
         self.report: dict = {}
 
     # --- data ---------------------------------------------------------------------------------
@@ -95,7 +96,9 @@ class PreferenceTask:
             path = SAMPLE / f"{split}.jsonl"
         path = resolve_data(path) if isinstance(path, str) else path
         data = self.config.data
-        examples, skipped = read_pairs(path, data.format, data.invalid_pairs)
+        selection = rows_for(path, data, split)
+        rows = (*selection, data.rows_seed) if selection else None
+        examples, skipped = read_pairs(path, data.format, data.invalid_pairs, rows)
         if data.system is not None:
             system = [{"role": "system", "content": data.system}]
             examples = [dict(e, prompt=system + [m for m in e["prompt"] if m["role"] != "system"]) for e in examples]
@@ -196,8 +199,9 @@ class PreferenceTask:
                   + (f"; {len(empty)} kept no token of an answer" + (" and are left out" if split == "train" else "")
                      if empty else ""), file=sys.stderr)
         if split in ("train", "eval") and self._kind() == "precompute":
+            started = time.perf_counter()
             features = self._precompute(features, split)
-            report["reference"] = "precomputed"
+            report.update(reference="precomputed", reference_seconds=round(time.perf_counter() - started, 2))
         self.report[split] = report
         return features
 
@@ -316,7 +320,20 @@ class PreferenceTask:
         loss = found.losses.mean()
         if self.options.loss == "orpo":
             loss = loss + nll(logps[:n], tokens[:n])
+        margin = found.chosen_rewards - found.rejected_rewards
+        self._train_figures.append(torch.stack([(margin > 0).float().mean(), margin.float().mean(),
+                                                found.chosen_rewards.float().mean(),
+                                                found.rejected_rewards.float().mean()]).detach())
         return loss
+
+    def train_metrics(self) -> dict[str, float]:
+        """Reward accuracy, margin and the chosen and rejected rewards of the training batches since
+        the last call (TRL logs the same as rewards/accuracies, rewards/margins, ...)."""
+        if not self._train_figures:
+            return {}
+        means = torch.stack(self._train_figures).mean(0).tolist()
+        self._train_figures = []
+        return dict(zip(("reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward"), means))
 
     # --- evaluation ---------------------------------------------------------------------------
     def predict_step(self, model, batch) -> dict:

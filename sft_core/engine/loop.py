@@ -78,7 +78,7 @@ def _fit(run: Run, stops: StopSignals) -> dict:
     evaluations = Evaluations(run, model, state, saver, logger, plan.steps_per_epoch, scheduler)
     bar = progress_bar(plan.total_steps, state.global_step, enabled=acc.is_main_process)
     window = LogWindow(state.train_seconds)
-    compute_loss = roles(task).compute_loss
+    compute_loss, train_metrics = roles(task).compute_loss, roles(task).train_metrics
     has_eval = run.eval_features is not None
     run.hooks.sft_train_start(config=run.config, task=task, model=model, state=state)
 
@@ -115,7 +115,7 @@ def _fit(run: Run, stops: StopSignals) -> dict:
                 bar.update(1)
                 run.hooks.sft_step_end(config=run.config, state=state, loss=loss, lr=lr)
                 if state.global_step % cfg.log_every == 0 or state.global_step == plan.total_steps:
-                    window.log(logger, bar, state, lr, plan.steps_per_epoch)
+                    window.log(logger, bar, state, lr, plan.steps_per_epoch, train_metrics)
 
                 stop = state.global_step >= plan.total_steps
                 if cfg.max_time_minutes and _agree(acc, state.train_seconds >= cfg.max_time_minutes * 60):
@@ -290,10 +290,13 @@ class LogWindow:
         self.steps += 1
         self.samples += samples
 
-    def log(self, logger: MetricsLogger, bar, state: TrainState, lr: float, steps_per_epoch: int) -> None:
+    def log(self, logger: MetricsLogger, bar, state: TrainState, lr: float, steps_per_epoch: int,
+            train_metrics=None) -> None:
         elapsed = state.train_seconds - self.start
         record = {"step": state.global_step, "epoch": state.epochs_done(steps_per_epoch), "loss": round(self.loss / self.steps, 6), "lr": lr,
                   "samples_per_second": round(self.samples / elapsed, 2) if elapsed else 0.0}
+        if train_metrics is not None:  # the task's own figures of these steps' batches (role TrainMetrics)
+            record.update({k: round(float(v), 6) for k, v in train_metrics().items() if k not in record})
         logger.log(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", samples_s=record["samples_per_second"])
         self.__init__(state.train_seconds)
