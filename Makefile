@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-llm setup-llamacpp demo test test-data test-slow lint docs bench bench-quick bench-trainer bench-trl bench-memory bench-serve bench-gguf clean
+.PHONY: setup setup-llm setup-llamacpp demo test test-data test-slow lint docs bench bench-quick bench-trainer bench-trl bench-trl-dpo bench-memory bench-serve bench-gguf clean
 
 $(BIN)/.sft-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,10 @@ bench-gguf: setup-llamacpp  ## SmolLM2 exported to GGUF at f16, q8_0 and q4_0: a
 bench-trl: setup-llm  ## the instruct task against TRL's SFTTrainer on SmolLM2 + LoRA (about 15 min on 2 CPU cores)
 	$(BIN)/python -m pip install -q --no-deps "trl>=1.0"
 	$(BIN)/python benchmarks/compare_trl.py --data-dir $(DATA_DIR) --output bench-results/compare_trl.json
+
+bench-trl-dpo: setup-llm  ## the preference task (DPO) against TRL's DPOTrainer on SmolLM2 + LoRA and HH-RLHF pairs (about 15 min on 2 CPU cores)
+	$(BIN)/python -m pip install -q --no-deps "trl>=1.0"
+	$(BIN)/python benchmarks/compare_trl_dpo.py --data $(DATA_DIR)/hh-rlhf/harmless-base-1500.jsonl.gz --pairs 32 --batch-size 4 --max-length 384 --output bench-results/compare_trl_dpo.json
 
 bench-memory: setup-llm  ## peak memory of fine-tuning SmolLM2 + LoRA, sft against TRL: each setting, where the peak goes, the longest sequence in 4 GB (over an hour on 2 CPU cores)
 	$(BIN)/python -m pip install -q --no-deps "trl>=1.0"

@@ -283,3 +283,43 @@ def test_small_data_builds_its_sets_from_the_benchmark_files(tmp_path):
     done = subprocess.run([sys.executable, str(BENCHMARKS / "small_data.py"), "--help"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "squad40" in done.stdout, done.stderr
+
+
+def test_compare_trl_dpo_on_a_tiny_decoder(tmp_path):
+    """The sft side always (adapters switched off and the precomputed reference give the same losses at
+    every step); with TRL installed, DPOTrainer on sft's batches gives the same loss and reward accuracy."""
+    import json
+
+    from sft_core.testing import tiny_decoder
+
+    from test_instruct import EOS_TEMPLATE
+
+    words = "the cat dog sat ran on a mat red blue green".split()
+    pairs = [{"chosen": f"\n\nHuman: {words[i % 11]} {words[(i * 3) % 11]}?\n\nAssistant: yes {words[(i * 5) % 11]}",
+              "rejected": f"\n\nHuman: {words[i % 11]} {words[(i * 3) % 11]}?\n\nAssistant: no"} for i in range(14)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    model = tiny_decoder(tmp_path / "model", [" ".join(words)] * 20 + ["Human Assistant yes no ?"], family="llama",
+                         pad="eos")
+    template = tmp_path / "template.jinja"
+    template.write_text(EOS_TEMPLATE)
+    runs = ["sft", "sft-precompute"] + (["trl"] if importlib.util.find_spec("trl") else [])
+    output = tmp_path / "out.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trl_dpo.py"), "--model", model, "--chat-template",
+                           str(template), "--data", str(data), "--pairs", "12", "--batch-size", "2", "--max-length",
+                           "64", "--lr", "1e-2", "--threads", "1", "--runs", *runs, "--output", str(output)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(output.read_text())["results"]
+    assert not any("error" in r for r in results.values()), results
+    sft, precompute = results["sft"], results["sft-precompute"]
+    assert sft["steps"] == 6 and sft["pairs"] == 12 and sft["tokens"] > 0 and len(sft["losses"]) == 5
+    assert sft["losses"][0] == pytest.approx(0.693147, abs=1e-5)  # the policy starts as its reference
+    assert sft["losses"][4] != sft["losses"][0] and sft["reference_seconds"] == 0
+    assert precompute["reference_seconds"] > 0
+    for a, b in zip(sft["losses"], precompute["losses"]):
+        assert a == pytest.approx(b, abs=1e-5)
+    if "trl" in results:
+        for key in ("losses", "accuracies"):
+            for a, b in zip(sft[key], results["trl"][key]):
+                assert a == pytest.approx(b, abs=1e-4), key
