@@ -329,9 +329,28 @@ def test_a_tiny_model_learns_a_preference_it_never_saw_and_the_result_chats(tmp_
     assert again["reward_accuracy"] == 1.0 and again["loss"] == pytest.approx(after["loss"], rel=1e-4)
     records = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == 16 and all(r["prefers_chosen"] for r in records) and records[0]["line"] == 1
-    # a preference-tuned model is a causal LM: predict (and so chat and serve) as an instruct model does
-    done = ok(sft("predict", "--model", tmp_path / "run" / "model", "the cat"))
-    assert "generation" in json.loads(done.stdout.strip().splitlines()[-1])
+    # a preference-tuned model is a causal LM: predict, chat, serve and export as an instruct model does
+    import httpx
+
+    from sft_core import Predictor
+    from sft_core.host.manager import PluginHost
+    from sft_instruct.chat import chat_session
+    from test_serve import serving
+
+    model_dir = str(tmp_path / "run" / "model")
+    done = ok(sft("predict", "--model", model_dir, "the cat"))
+    expected = json.loads(done.stdout.strip().splitlines()[-1])["generation"]
+    lines = iter(["the cat", "/exit"])
+    conversation = chat_session(model_dir, PluginHost(), read=lambda _: next(lines), write=lambda _: None)
+    assert conversation[-1]["role"] == "assistant" and conversation[-1]["content"].strip() == expected
+    predictor = Predictor(model_dir)
+    with serving(predictor) as (url, _):
+        reply = httpx.post(f"{url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "the cat"}]},
+                           timeout=120).json()
+    assert reply["choices"][0]["message"]["content"].strip() == expected
+    done = ok(sft("export", "--model", model_dir, "--format", "gguf", "--output", tmp_path / "gguf"))
+    assert "of 16 conversations from" in done.stderr + done.stdout  # verified on the run's evaluation pairs
+    assert list((tmp_path / "gguf").glob("*.gguf")) and (tmp_path / "gguf" / "Modelfile").is_file()
 
 
 def test_the_two_stage_pipeline_instruct_then_preference(tmp_path, tiny_llama):
