@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,7 @@ import time
 import zlib
 from pathlib import Path
 
+from compare_trl import machine, peak_rss_mb, sft_order  # noqa: E402 -- the SFT comparison's helpers
 from sft_core import hookimpl
 
 HERE = Path(__file__).resolve().parent
@@ -119,10 +118,6 @@ def select_pairs(args, work: Path) -> tuple[Path, list[dict]]:
     return out, texts
 
 
-def sft_order(n: int, batch_size: int, seed: int) -> list[int]:
-    from sft_core.engine.batching import train_batches
-
-    return [i for batch in train_batches([0] * n, batch_size, seed, 0, False) for i in batch]
 
 
 def same_adapters(model) -> None:
@@ -146,8 +141,6 @@ class SameAdapters:
         same_adapters(model)
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def pair_tokens(texts: list[dict], tokenizer) -> int:
@@ -273,17 +266,6 @@ def main(argv=None) -> None:
                                                 indent=2) + "\n")
 
 
-def machine() -> dict:
-    import torch
-    import transformers
-
-    try:
-        import trl
-        trl_version = trl.__version__
-    except ImportError:
-        trl_version = None
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "trl": trl_version}
 
 
 def report(args, results: dict) -> None:
