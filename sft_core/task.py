@@ -55,6 +55,11 @@ Changelog:
 - 2.1: the kit's ``causal_lm_loss`` and ``linear_cross_entropy`` (a language-model loss without the
   full-vocabulary logits, following ``trainer.chunked_loss``); ``trainer.chunked_loss``. No new
   obligation: 2.0 plugins load unchanged.
+- 2.2: the kit's ``chat_template``, ``causal_lm_logps`` and row ranges; the role ``TrainMetrics``.
+- 2.3: the role ``PlansGeneration``: a task that generates with a causal LM hands the engine its
+  prompts (``GenerationPlan``), and the engine generates them with continuous batching (evaluation,
+  ``sft predict``, ``sft serve``), putting each row's tokens in ``batch["generated"]`` for
+  ``predict_step``. No new obligation.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
-CONTRACT_VERSION = "2.2"
+CONTRACT_VERSION = "2.3"
 
 
 class Register(Protocol):
@@ -231,6 +236,30 @@ class GeneratesText(Protocol):
         """Examples from chat conversations (``{"role", "content"}`` messages ending with the user's)."""
 
 
+@dataclass
+class GenerationPlan:
+    """What a causal LM generates for a set of features (contract 2.3): the prompt ids of each
+    feature (in feature order), the length limit, the ids that end an answer (left out of it) and the
+    padding id. ``truncated[i]``: feature ``i``'s prompt lost tokens to ``trainer.max_length``."""
+
+    prompts: list[list[int]]
+    max_new_tokens: int
+    stop_ids: tuple[int, ...]
+    pad_id: int
+    truncated: list[bool] = field(default_factory=list)
+
+
+@runtime_checkable
+class PlansGeneration(Protocol):
+    """Greedy (or sampled) generation from a causal LM that the engine schedules itself, with
+    continuous batching: sequences join and leave the running batch at every decoding step."""
+
+    def generation_plan(self, features) -> GenerationPlan | None:
+        """The plan for ``features``, or None when the task's decoding cannot be scheduled so (beam
+        search): ``predict_step`` then generates as before. With a plan, every batch given to
+        ``predict_step`` carries ``batch["generated"]``: per row, the generated ids (end token excluded)."""
+
+
 @runtime_checkable
 class ResolvesModels(Protocol):
     """Names of ``model:`` of the task's own (e.g. a model built from a configuration)."""
@@ -283,6 +312,7 @@ class Roles:
     resolve_model: Callable | None = None
     gold_predictions: Callable | None = None
     train_metrics: Callable | None = None
+    generation_plan: Callable | None = None
     metric_directions: Mapping[str, str] | None = None
     long_inputs: str = "truncate"
     prediction_files: tuple[str, ...] = field(default_factory=tuple)
@@ -321,6 +351,7 @@ def roles(task: Any) -> Roles:
         resolve_model=_method(task, "resolve_model"),
         gold_predictions=_method(task, "gold_predictions"),
         train_metrics=_method(task, "train_metrics"),
+        generation_plan=_method(task, "generation_plan"),
         metric_directions=declared["metric_directions"],
         long_inputs=declared["long_inputs"] or "truncate",
         prediction_files=tuple(name for name in (getattr(task, "predictions_file", None),

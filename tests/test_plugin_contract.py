@@ -41,15 +41,15 @@ def info(host: PluginHost, name: str):
 
 
 def test_contract_versions():
-    assert sft_core.CONTRACT_VERSION == "2.2"
-    assert contract_problem("2.2") is None and contract_problem("2.1") is None and contract_problem("2.0") is None and contract_problem(2) is None and contract_problem("2") is None
+    assert sft_core.CONTRACT_VERSION == "2.3"
+    assert contract_problem("2.3") is None and contract_problem("2.2") is None and contract_problem("2.1") is None and contract_problem("2.0") is None and contract_problem(2) is None and contract_problem("2") is None
     # 1.x plugins load through sft_core.compat, up to 1.1, the last 1.x contract
     assert contract_problem("1.0") is None and contract_problem("1.1") is None and contract_problem(1) is None
-    assert contract_problem("3.0") == ("targets plugin contract 3.0, but sft-core 0.1.0 provides contract 2.2; "
+    assert contract_problem("3.0") == ("targets plugin contract 3.0, but sft-core 0.1.0 provides contract 2.3; "
                                        "install a release of the plugin made for contract 2.x or a newer sft-core")
-    assert "targets plugin contract 2.3" in contract_problem("2.3")  # needs features of a newer minor version
+    assert "targets plugin contract 2.4" in contract_problem("2.4")  # needs features of a newer minor version
     assert "targets plugin contract 1.3" in contract_problem("1.3")  # a 1.x minor that never existed
-    assert contract_problem(0) == ("targets plugin contract 0.0, but sft-core 0.1.0 provides contract 2.2; "
+    assert contract_problem(0) == ("targets plugin contract 0.0, but sft-core 0.1.0 provides contract 2.3; "
                                    "install a release of the plugin made for contract 2.x")
     assert contract_problem("one").startswith("SFT_CONTRACT = 'one' is not a contract version")
 
@@ -61,8 +61,8 @@ def test_incompatible_contract_is_a_failed_plugin_and_others_work():
     assert info(host, "sft_current").contract == "1.0" and info(host, "sft_current").error is None
     result = invoke("plugins", host=host)
     lines = result.stdout.splitlines()
-    assert lines[0] == "sft-core 0.1.0, plugin contract 2.2"
-    assert ("sft_future  (sft_future)  FAILED: targets plugin contract 3.0, but sft-core 0.1.0 provides contract 2.2; "
+    assert lines[0] == "sft-core 0.1.0, plugin contract 2.3"
+    assert ("sft_future  (sft_future)  FAILED: targets plugin contract 3.0, but sft-core 0.1.0 provides contract 2.3; "
             "install a release of the plugin made for contract 2.x or a newer sft-core") in lines
     assert "sft_current  (sft_current)  hooks: sft_register_tasks  contract 1.0" in lines
     result = invoke("tasks", host=host)

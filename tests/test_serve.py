@@ -201,8 +201,9 @@ def test_metrics_are_prometheus_text(classifier):
 def test_each_bad_input_gets_its_status_code_and_the_server_keeps_serving(classifier):
     with serving(classifier, max_request_bytes=10_000) as (url, _):
         cases = [
-            (httpx.post(f"{url}/predict", content=b"{not json", headers={"content-type": "application/json"}), 422,
-             "json_invalid"),
+            (httpx.post(f"{url}/predict", content=b"{not json", headers={"content-type": "application/json"}), 400,
+             "not valid JSON"),
+            (httpx.post(f"{url}/predict", content=b'{"inputs": ["x"]}'), 400, "Content-Type: application/json"),
             (httpx.post(f"{url}/predict", json={"texts": ["x"]}), 422, "inputs"),
             (httpx.post(f"{url}/predict", json={"inputs": [3]}), 422, "inputs"),
             (httpx.post(f"{url}/predict", json={"inputs": []}), 422, "inputs"),

@@ -10,7 +10,7 @@ from .options import ClassificationData, ClassificationOptions
 
 
 #: The version of the sft plugin contract this plugin is written for.
-SFT_CONTRACT = "2.2"
+SFT_CONTRACT = "2.3"
 
 
 def _factory(config):

@@ -362,12 +362,25 @@ class InstructTask:
             rows.append(row[:end])
         return rows
 
+    def generation_plan(self, features):
+        """Greedy decoding runs under the engine's continuous batching (contract 2.3); beam search
+        stays with ``generate``."""
+        from sft_core.task import GenerationPlan
+
+        if not self.options.generate or self.options.num_beams > 1:
+            return None
+        prompts = [ids[:n] for ids, n in zip(features["input_ids"], features["prompt_len"])]
+        return GenerationPlan(prompts, self._max_new_tokens(), tuple(self.stops), self.tokenizer.pad_token_id,
+                              list(features["truncated"]))
+
     def predict_step(self, model, batch) -> dict:
         out: dict = {}
         if "labels" in batch:
             out["loss_sum"] = self._token_losses(model, batch, "none").sum(1)
             out["tokens"] = (batch["labels"][:, 1:] != IGNORE).sum(1)
-        if self.options.generate:
+        if "generated" in batch:  # the engine generated them (generation_plan)
+            out["generated"] = batch["generated"]
+        elif self.options.generate:
             out["generated"] = self.generate(model, batch["prompt_ids"], batch["prompt_mask"])
         if not out:
             raise SFTError("instruct.generate is false and the inputs carry no answers: nothing to compute")

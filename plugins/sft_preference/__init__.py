@@ -9,7 +9,7 @@ from sft_core import hookimpl
 
 from .options import PreferenceData, PreferenceOptions
 
-SFT_CONTRACT = "2.2"
+SFT_CONTRACT = "2.3"
 
 
 def _factory(config):

@@ -416,6 +416,12 @@ class PreferenceTask:
     def stops(self) -> list[int]:
         return self.instruct.stops
 
+    def generation_plan(self, features):
+        """Prompts to answer are the instruct task's; scored pairs generate nothing."""
+        if "rejected_ids" in features.column_names:
+            return None
+        return self.instruct.generation_plan(features)
+
     def generate(self, model, prompt_ids, prompt_mask, max_new_tokens: int | None = None, streamer=None):
         return self.instruct.generate(model, prompt_ids, prompt_mask, max_new_tokens, streamer)
 

@@ -48,9 +48,27 @@ def _sharded(model) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def predict_features(accelerator, task, model, features, batch_size: int, progress: str | None = None) -> list:
+def generation_plan(task, model, features):
+    """The task's ``GenerationPlan`` for ``features`` when the engine can schedule it (contract 2.3):
+    a task with the role, a model continuous batching runs (``generation.unsupported``), not sharded."""
+    from ..task import roles
+    from .generation import unsupported
+
+    plan_of = roles(task).generation_plan
+    if plan_of is None or _sharded(model) or unsupported(model) is not None:
+        return None
+    return plan_of(features)
+
+
+def predict_features(accelerator, task, model, features, batch_size: int, progress: str | None = None,
+                     generated: dict | None = None) -> list:
     """Run ``task.predict_step`` over all features; returns one output per feature, in feature order.
-    ``progress``: a progress bar with this description (on the main process, on stderr)."""
+    ``progress``: a progress bar with this description (on the main process, on stderr).
+
+    A task that plans its generation (``PlansGeneration``) has this process's features generated
+    first, with continuous batching (at most ``batch_size`` sequences at a time), and each batch
+    carries its rows' ids in ``batch["generated"]``; ``generated`` ({feature index: ids}) gives
+    them instead (the server generates them itself); ``generated={}`` leaves generation to ``predict_step``."""
     lengths = feature_lengths(features)
     world = accelerator.num_processes
     batches = eval_batches(lengths, batch_size, accelerator.process_index, world)
@@ -62,12 +80,18 @@ def predict_features(accelerator, task, model, features, batch_size: int, progre
         rounds = max(len(eval_batches(lengths, batch_size, r, world)) for r in range(world))
     was_training = model.training
     model.eval()
+    if generated is None:
+        plan = generation_plan(task, model, features)
+        if plan is not None:
+            generated = _generate(accelerator, model, plan, [i for b in batches for i in b], batch_size, progress)
     collected: list[tuple[int, object]] = []
     bar = _bar(progress, rounds, accelerator.is_main_process)
     with torch.inference_mode(), accelerator.autocast(), bar:
         for step in range(rounds):
             indices = batches[step] if step < len(batches) else (batches or [[0]])[-1]
             batch = to_device(task.collate(rows(features, indices)), accelerator.device)
+            if generated:
+                batch["generated"] = [generated[i] for i in indices]
             outputs = _split_outputs(task.predict_step(model, batch), len(indices))
             if step < len(batches):
                 collected.extend(zip(indices, outputs))
@@ -82,6 +106,29 @@ def predict_features(accelerator, task, model, features, batch_size: int, progre
     for index, output in collected:
         ordered[index] = output
     return ordered
+
+
+def _generate(accelerator, model, plan, indices: list[int], batch_size: int, progress: str | None) -> dict:
+    """{feature index: generated ids} for ``indices``, continuously batched, with a progress bar."""
+    from .generation import ContinuousBatcher, Request
+
+    prompts = {i: plan.prompts[i] for i in indices}
+    longest = max((len(p) for p in prompts.values()), default=1)
+    # never more memory than a static batch of batch_size at the longest prompt and the whole limit
+    batcher = ContinuousBatcher(model, plan.pad_id, max_batch_size=batch_size,
+                                max_batch_tokens=batch_size * (longest + plan.max_new_tokens),
+                                min_join=max(1, batch_size // 4))
+    bar = _bar(progress and progress.replace("evaluating", "generating for"), len(indices), accelerator.is_main_process)
+    stops = frozenset(plan.stop_ids)
+    # longest prompts first: the batch starts as wide as it gets, later joiners fit in its padding
+    order = sorted(indices, key=lambda i: -len(prompts[i]))
+    requests = {i: Request(prompts[i], plan.max_new_tokens, stops, on_finish=lambda _: bar.update(1)) for i in order}
+    with torch.inference_mode(), accelerator.autocast(), bar:
+        batcher.generate_all([requests[i] for i in order])
+    failed = next((r for r in requests.values() if r.finish_reason == "error"), None)
+    if failed is not None:
+        raise failed.error
+    return {i: r.tokens for i, r in requests.items()}
 
 
 def _bar(description: str | None, total: int, main: bool):

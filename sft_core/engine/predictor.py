@@ -121,6 +121,13 @@ class Predictor:
         return self.roles.generative
 
     @property
+    def continuous_batching(self) -> bool:
+        """Whether generation runs with continuous batching (a task that plans it, a model it runs)."""
+        from .generation import unsupported
+
+        return self.roles.generation_plan is not None and unsupported(self.model) is None
+
+    @property
     def backend(self) -> str:
         return getattr(self.model, "backend", "pytorch")
 
@@ -173,21 +180,40 @@ class Predictor:
         """Task predictions (what ``postprocess`` returns) for ``examples``, in order.
 
         With ``lengths`` (a list), generative tasks append per example (tokens generated, whether
-        generation stopped at the length limit rather than at an end token).
+        generation stopped at the length limit rather than at an end token). A task that plans its
+        generation (contract 2.3) is generated with continuous batching, except with a ``streamer``
+        (transformers' streamer API, which follows ``model.generate``).
         """
+        if not examples:
+            return []
+        features, plan = self.plan_generation(examples) if streamer is None else (None, None)
+        if plan is not None:
+            requests = self.generation_requests(plan, generation)
+            self.continuous_batcher().generate_all(requests)
+            failed = next((r for r in requests if r.finish_reason == "error"), None)
+            if failed is not None:
+                raise failed.error
+            if lengths is not None:
+                per_example = dict(zip(features["example_id"], requests))
+                lengths.extend((len(r.tokens), r.finish_reason == "length") for r in
+                               (per_example[i] for i in range(len(examples))))
+            return self.finish_generation(features, examples, requests)
+        return self._predict_static(examples, generation, streamer, lengths, features)
+
+    def _predict_static(self, examples, generation, streamer, lengths, features=None) -> list:
+        """``predict_examples`` through ``model.generate`` (steered by ``generation`` and ``streamer``)."""
         from .batching import build_features, eval_batches, feature_lengths
         from .evaluation import predict_features
 
-        if not examples:
-            return []
         if generation is not None and generation.seed is not None:
             from accelerate.utils import set_seed
 
             set_seed(generation.seed)
-        features = build_features(self.task, self.config, self.tokenizer, examples, "predict", use_cache=False)
+        if features is None:
+            features = build_features(self.task, self.config, self.tokenizer, examples, "predict", use_cache=False)
         calls: list | None = [] if lengths is not None else None
         model = _steered(self.model, generation, streamer, calls)
-        outputs = predict_features(self.accelerator, self.task, model, features, self.batch_size)
+        outputs = predict_features(self.accelerator, self.task, model, features, self.batch_size, generated={})
         if lengths is not None:
             # predict_features runs the batches of eval_batches in order: row r of call k is that batch's feature r
             order = [i for batch in eval_batches(feature_lengths(features), self.batch_size) for i in batch]
@@ -195,6 +221,50 @@ class Predictor:
             ids = features["example_id"]
             per_example = {ids[index]: row for index, row in zip(order, rows)} if len(rows) == len(order) else {}
             lengths.extend(per_example.get(i, (0, False)) for i in range(len(examples)))
+        return self.task.postprocess(outputs, features, examples)
+
+    # --- continuous batching (contract 2.3) -------------------------------------------------
+
+    def plan_generation(self, examples: list[dict]):
+        """(features, the task's ``GenerationPlan``) for ``examples``; the plan is None when the task
+        or the model is not generated with continuous batching (then ``model.generate`` runs)."""
+        from .batching import build_features
+        from .evaluation import generation_plan
+
+        features = build_features(self.task, self.config, self.tokenizer, examples, "predict", use_cache=False)
+        return features, generation_plan(self.task, self.model, features)
+
+    def generation_requests(self, plan, generation: GenerationSettings | None = None, stop_texts=(),
+                            **callbacks) -> list:
+        """One ``generation.Request`` per feature of ``plan``, with ``generation``'s settings (sampling
+        draws top-k as ``model.generate`` does, from the model's generation config)."""
+        from .generation import Request
+
+        generation = generation or GenerationSettings()
+        top_k = getattr(getattr(self.model, "generation_config", None), "top_k", None)
+        stops = frozenset(plan.stop_ids)
+        return [Request(prompt, generation.max_new_tokens or plan.max_new_tokens, stops,
+                        temperature=generation.temperature or None, top_p=generation.top_p, top_k=top_k,
+                        seed=generation.seed, stop_texts=tuple(stop_texts), **callbacks)
+                for prompt in plan.prompts]
+
+    def continuous_batcher(self, max_batch_size: int | None = None, max_batch_tokens: int | None = None,
+                           tokenizer=None, min_join: int | None = None):
+        """A ``ContinuousBatcher`` over this model (``max_batch_size``: default the prediction batch size)."""
+        from .generation import ContinuousBatcher
+
+        size = max_batch_size or self.batch_size
+        return ContinuousBatcher(self.model, self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+                                 else 0, max_batch_size=size, max_batch_tokens=max_batch_tokens, tokenizer=tokenizer,
+                                 min_join=min_join or max(1, size // 4))
+
+    def finish_generation(self, features, examples: list[dict], requests: list) -> list:
+        """Task predictions for ``examples`` from the generated ids of ``requests`` (one per feature)."""
+        from .evaluation import predict_features
+
+        generated = {i: r.tokens for i, r in enumerate(requests)}
+        outputs = predict_features(self.accelerator, self.task, self.model, features, self.batch_size,
+                                   generated=generated)
         return self.task.postprocess(outputs, features, examples)
 
     def records(self, predictions: list, examples: list[dict]) -> list[dict]:

@@ -1,4 +1,5 @@
 """``sft serve``: a model folder behind an HTTP API with dynamic batching (FastAPI and uvicorn).
+Causal LMs generate with continuous batching (``continuous``).
 
 Attached to the CLI through ``sft_register_commands``, as a third-party command would be; FastAPI,
 uvicorn and prometheus-client (the ``serve`` extra) are imported only when the command runs.
@@ -54,16 +55,48 @@ def serve(model_dir: str, host, bind: str = "127.0.0.1", port: int = 8000, setti
         predictor.batch_size = model_batch_size or (min(8, settings.max_batch_size) if cpu else settings.max_batch_size)
         return predictor
 
+    settings.drain_seconds = drain_seconds
     app = create_app(load, settings)
-    config = uvicorn.Config(app, host=bind, port=port, log_level=log_level, timeout_graceful_shutdown=drain_seconds,
-                            access_log=False)
+    # the drain: requests in flight have drain_seconds; then what is left is answered 503 (app.state.drain),
+    # uvicorn gets a few more seconds to send those answers, and a last timer ends the process regardless
+    # (a model call that cannot be interrupted)
+    grace = 10.0
+    config = uvicorn.Config(app, host=bind, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=drain_seconds + grace, access_log=False)
+    import os
     import signal
+    import threading
 
-    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again with the handlers it found:
-    # these make a drained shutdown exit with status 0 rather than die of the signal
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            if not self.should_exit:
+                print(f"sft serve: draining: requests in flight have {drain_seconds:g} s (--drain-seconds)",
+                      file=sys.stderr, flush=True)
+                app.state.drain()
+                last = threading.Timer(drain_seconds + 2 * grace, _exit_now)
+                last.daemon = True
+                last.start()
+            super().handle_exit(sig, frame)
+
+    def drained(*_):
+        # uvicorn drains on SIGTERM/SIGINT, then raises the signal again with the handlers it found:
+        # a drained shutdown exits with status 0 rather than die of the signal, and without waiting for
+        # a model call still running on the inference thread (its request was answered 503)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: sys.exit(0))
-    uvicorn.Server(config).run()
+        signal.signal(sig, drained)
+    Server(config).run()
+
+
+def _exit_now() -> None:
+    import os
+    import sys
+
+    print("sft serve: the drain did not end in time; exiting", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 @click.command("serve")
@@ -73,11 +106,14 @@ def serve(model_dir: str, host, bind: str = "127.0.0.1", port: int = 8000, setti
               help="Address to listen on (0.0.0.0 to accept other machines).")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 @click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(min=1),
-              help="Most inputs run together in one model call.")
+              help="Most inputs run together in one model call; most sequences generated at once.")
+@click.option("--max-batch-tokens", default=16384, show_default=True, type=click.IntRange(min=1),
+              help="Generation: the KV cache of the running batch, in tokens (sequences x padded length); "
+                   "requests beyond it wait.")
 @click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(min=0),
               help="How long the first queued request waits for others to share its batch.")
 @click.option("--max-queue", default=1024, show_default=True, type=click.IntRange(min=1),
-              help="Most inputs waiting; beyond it requests get 429 with Retry-After.")
+              help="Most inputs (or sequences to generate) waiting; beyond it requests get 429 with Retry-After.")
 @click.option("--max-request-bytes", default=1 << 20, show_default=True, type=click.IntRange(min=1),
               help="Largest request body; larger ones get 413.")
 @click.option("--long-inputs", type=click.Choice(["truncate", "reject"]), default="truncate", show_default=True,
@@ -87,11 +123,12 @@ def serve(model_dir: str, host, bind: str = "127.0.0.1", port: int = 8000, setti
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for inference [default: the library's].")
 @click.option("--model-name", help="The model name in OpenAI-style responses [default: the folder's name].")
 @click.option("--drain-seconds", default=30.0, show_default=True, type=float,
-              help="On SIGTERM, how long in-flight requests may take to finish.")
+              help="On SIGTERM, how long in-flight requests may take to finish; those that cannot are answered "
+                   "503, and the process exits.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="uvicorn's log level.")
 @click.pass_context
-def serve_command(ctx, model_dir, bind, port, max_batch_size, max_wait_ms, max_queue, max_request_bytes, long_inputs,
+def serve_command(ctx, model_dir, bind, port, max_batch_size, max_batch_tokens, max_wait_ms, max_queue, max_request_bytes, long_inputs,
                   model_batch_size, threads, model_name, drain_seconds, log_level):
     """Serve a model over HTTP: POST /predict, OpenAI-style /v1 routes for generative tasks, /metrics.
 
@@ -104,8 +141,8 @@ def serve_command(ctx, model_dir, bind, port, max_batch_size, max_wait_ms, max_q
     """
     from .app import ServeSettings
 
-    settings = ServeSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                             max_request_bytes=max_request_bytes, long_inputs=long_inputs, model_name=model_name)
+    settings = ServeSettings(max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
+                             max_wait_ms=max_wait_ms, max_queue=max_queue, max_request_bytes=max_request_bytes, long_inputs=long_inputs, model_name=model_name)
     serve(model_dir, ctx.find_root().obj, bind=bind, port=port, settings=settings, threads=threads,
           drain_seconds=drain_seconds, log_level=log_level, model_batch_size=model_batch_size)
 

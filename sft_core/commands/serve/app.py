@@ -6,12 +6,16 @@ process answers), ``GET /ready`` (the model is loaded), ``GET /info``, ``GET /me
 ``/v1/chat/completions`` and ``/v1/models`` (``openai.py``). Tasks know nothing of HTTP: the app
 only calls the predictor.
 
-Status codes: 422 malformed JSON or a wrong field (named), 413 a body over ``max_request_bytes``
-or an input over the model's length when ``long_inputs="reject"``, 429 the queue is full (with
-``Retry-After``), 500 an exception inside inference (that batch only), 503 while the model loads.
+Status codes: 400 a body that is not JSON (or not sent as ``application/json``), or a prompt over
+the model's context; 422 a wrong field (named); 413 a body over ``max_request_bytes`` (the rest of
+the body is read and discarded, up to a bound, so the client sees the answer) or an input over the
+model's length when ``long_inputs="reject"``; 429 the queue is full (with ``Retry-After``); 500 an
+exception inside inference (that batch only); 503 while the model loads and while the server drains
+(requests that could not finish within the drain bound are answered 503, not dropped).
 """
 
 
+import asyncio
 import copy
 import json
 import threading
@@ -30,12 +34,14 @@ ROUTES = ("/predict", "/health", "/ready", "/info", "/metrics", "/v1/completions
 class ServeSettings:
     """The server's limits; ``sft serve`` options of the same names."""
 
-    max_batch_size: int = 32
+    max_batch_size: int = 32  # inputs per model call; sequences generated at once
+    max_batch_tokens: int | None = 16384  # the generation KV cache: sequences x padded width, in tokens
     max_wait_ms: float = 5.0
     max_queue: int = 1024  # inputs waiting, over all requests
     max_request_bytes: int = 1 << 20
     long_inputs: str = "truncate"  # or "reject": 413 for an input over the model's max_length
     model_name: str | None = None  # the "model" of OpenAI responses (default: the folder's name)
+    drain_seconds: float = 30.0  # on SIGTERM: how long in-flight requests may take; the rest get 503
 
 
 class _Metrics:
@@ -54,6 +60,17 @@ class _Metrics:
                                        registry=self.registry)
         self.queue_depth = Gauge("sft_queue_depth", "Inputs waiting for the model", registry=self.registry)
         self.inputs = Counter("sft_inputs", "Inputs predicted", registry=self.registry)
+        # generation with continuous batching
+        self.first_token = Histogram("sft_time_to_first_token_seconds", "From a generation request's arrival to "
+                                     "its first token", registry=self.registry,
+                                     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.tokens = Counter("sft_generated_tokens", "Tokens generated", registry=self.registry)
+        self.tokens_per_second = Gauge("sft_generated_tokens_per_second", "Tokens generated per second over the "
+                                       "last 10 s", registry=self.registry)
+        self.running = Gauge("sft_running_sequences", "Sequences in the running generation batch",
+                             registry=self.registry)
+        self.waiting = Gauge("sft_waiting_sequences", "Sequences waiting to join the generation batch",
+                             registry=self.registry)
 
 
 class _Guard:
@@ -79,8 +96,8 @@ class _Guard:
             limit = self.settings.max_request_bytes
             declared = dict(scope.get("headers") or []).get(b"content-length")
             body, over = b"", declared is not None and declared.isdigit() and int(declared) > limit
-            if not over and scope["method"] in ("POST", "PUT", "PATCH"):
-                more = True
+            more = scope["method"] in ("POST", "PUT", "PATCH")
+            if not over and more:
                 while more and not over:
                     message = await receive()
                     if message["type"] == "http.disconnect":
@@ -89,8 +106,12 @@ class _Guard:
                     more = message.get("more_body", False)
                     over = len(body) > limit
             if over:
+                # read and drop the rest (as nginx's lingering close): a client still sending would
+                # otherwise see a broken pipe instead of the 413
+                await _discard_body(receive, more, bound=max(4 * limit, 64 << 20))
                 return await _send_json(sending, 413, _error_body(route, f"request body over {limit} bytes "
-                                                                         "(the server's --max-request-bytes)"))
+                                                                         "(the server's --max-request-bytes)"),
+                                        {"Connection": "close"})
             replayed = False
 
             async def replay():
@@ -105,6 +126,23 @@ class _Guard:
             self.metrics.requests.labels(route, str(status["code"])).inc()
 
 
+async def _discard_body(receive, more: bool, bound: int, seconds: float = 10.0) -> None:
+    """Receive and drop a request body's remaining messages: up to ``bound`` bytes, for ``seconds``."""
+    if not more:
+        return
+    dropped, deadline = 0, time.monotonic() + seconds
+    while dropped <= bound and (left := deadline - time.monotonic()) > 0:
+        try:
+            message = await asyncio.wait_for(receive(), left)
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 async def _send_json(send, status: int, body: dict, headers: dict | None = None) -> None:
     raw = json.dumps(body).encode()
     extra = [(k.lower().encode(), str(v).encode()) for k, v in (headers or {}).items()]
@@ -113,10 +151,11 @@ async def _send_json(send, status: int, body: dict, headers: dict | None = None)
     await send({"type": "http.response.body", "body": raw})
 
 
-def _error_body(route: str, message: str, field: str | None = None, kind: str = "invalid_request_error") -> dict:
+def _error_body(route: str, message: str, field: str | None = None, kind: str = "invalid_request_error",
+                code: str | None = None) -> dict:
     """FastAPI's ``{"detail": ...}`` for sft's routes, OpenAI's ``{"error": ...}`` for /v1 routes."""
     if route.startswith("/v1"):
-        return {"error": {"message": message, "type": kind, "param": field, "code": None}}
+        return {"error": {"message": message, "type": kind, "param": field, "code": code}}
     return {"detail": [{"loc": ["body", *(field.split(".") if field else [])], "msg": message}]}
 
 
@@ -124,9 +163,10 @@ class ServerError(Exception):
     """An answer other than 200: status, message, the field it concerns, extra headers."""
 
     def __init__(self, status: int, message: str, field: str | None = None, headers: dict | None = None,
-                 kind: str = "invalid_request_error"):
+                 kind: str = "invalid_request_error", code: str | None = None):
         super().__init__(message)
         self.status, self.message, self.field, self.headers, self.kind = status, message, field, headers, kind
+        self.code = code
 
 
 def create_app(predictor_or_loader, settings: ServeSettings | None = None):
@@ -143,7 +183,8 @@ def create_app(predictor_or_loader, settings: ServeSettings | None = None):
 
     settings = settings or ServeSettings()
     metrics = _Metrics()
-    state = {"predictor": None, "error": None, "tokenizer": None}
+    state = {"predictor": None, "error": None, "tokenizer": None, "generation": None, "draining": False,
+             "drained": False}
 
     def run_batch(key, payloads: list) -> list:
         predictor = state["predictor"]
@@ -176,6 +217,10 @@ def create_app(predictor_or_loader, settings: ServeSettings | None = None):
             # tokenizers keep truncation settings in their Rust state: counting tokens here, while
             # the inference thread encodes, must not share one object
             state["tokenizer"] = copy.deepcopy(predictor.tokenizer)
+            if predictor.generative and predictor.continuous_batching:
+                from .continuous import Generation
+
+                state["generation"] = Generation(predictor, settings, metrics)
             state["predictor"] = predictor
         except BaseException as exc:  # reported by /ready and /info; the process keeps answering
             state["error"] = f"{type(exc).__name__}: {exc}"
@@ -188,6 +233,8 @@ def create_app(predictor_or_loader, settings: ServeSettings | None = None):
         else:
             load()
         yield
+        if state["generation"] is not None:
+            state["generation"].close()
         await batcher.stop()
 
     app = FastAPI(title="sft serve", version="1", lifespan=lifespan,
@@ -196,10 +243,41 @@ def create_app(predictor_or_loader, settings: ServeSettings | None = None):
     app.state.settings = settings
     app.state.model = state
 
+    def drain() -> None:
+        """SIGTERM (the listening socket is closed; requests in flight go on): /ready answers 503, and
+        after ``drain_seconds`` what is still generating or waiting ends with 503; on the event loop's thread."""
+        state["draining"] = True
+
+        def expire():
+            state["drained"] = True
+            ended = state["generation"].drain() if state["generation"] is not None else 0
+            ended += batcher.fail_pending(ServerError(503, "the server shut down before this request could run; "
+                                                           "retry", headers={"Retry-After": "1"}, kind="server_error"))
+            if ended:
+                import sys
+
+                print(f"sft serve: {ended} request(s) not finished within --drain-seconds "
+                      f"{settings.drain_seconds:g} answered 503", file=sys.stderr, flush=True)
+
+        asyncio.get_running_loop().call_later(settings.drain_seconds, expire)
+
+    app.state.drain = drain
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         errors = exc.errors()
-        if request.url.path.startswith("/v1"):
+        route = request.url.path
+        if any(e.get("type") == "json_invalid" for e in errors):
+            problem = next(e for e in errors if e.get("type") == "json_invalid")
+            reason = (problem.get("ctx") or {}).get("error", "")
+            return JSONResponse(_error_body(route, f"the request body is not valid JSON ({reason} at character "
+                                                   f"{problem['loc'][-1]})"), status_code=400)
+        content_type = request.headers.get("content-type", "")
+        if request.method == "POST" and "json" not in content_type:
+            return JSONResponse(_error_body(route, f"send the body as JSON with the header Content-Type: "
+                                                   f"application/json (got {content_type or 'no content type'})"),
+                                status_code=400)
+        if route.startswith("/v1"):
             first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
             field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
             return JSONResponse(_error_body("/v1", f"{field or 'body'}: {first.get('msg')}", field), status_code=422)
@@ -208,10 +286,12 @@ def create_app(predictor_or_loader, settings: ServeSettings | None = None):
 
     @app.exception_handler(ServerError)
     async def server_error(request: Request, exc: ServerError):
-        return JSONResponse(_error_body(request.url.path, exc.message, exc.field, exc.kind), status_code=exc.status,
-                            headers=exc.headers)
+        return JSONResponse(_error_body(request.url.path, exc.message, exc.field, exc.kind, exc.code),
+                            status_code=exc.status, headers=exc.headers)
 
     def ready_predictor():
+        if state["drained"]:  # past the drain bound: whatever still arrives is not started
+            raise ServerError(503, "the server is shutting down", headers={"Retry-After": "1"}, kind="server_error")
         if state["predictor"] is None:
             raise ServerError(503, f"the model failed to load: {state['error']}" if state["error"]
                               else "the model is loading", kind="server_error", headers={"Retry-After": "1"})
@@ -256,15 +336,21 @@ def create_app(predictor_or_loader, settings: ServeSettings | None = None):
     async def health():
         return {"status": "ok"}
 
-    @app.get("/ready", summary="Readiness: the model is loaded")
+    @app.get("/ready", summary="Readiness: the model is loaded (503 while loading and while draining)")
     async def ready():
+        if state["draining"]:
+            raise ServerError(503, "the server is draining", kind="server_error")
         ready_predictor()
         return {"status": "ready"}
 
     @app.get("/info", summary="Task, model, labels, versions and the server's limits")
     async def info():
         predictor = ready_predictor()
-        return {**predictor.info(), "limits": asdict(settings), "queued": batcher.queued, "running": batcher.running}
+        generation = state["generation"]
+        sequences = ({"running_sequences": len(generation.batcher.running), "waiting_sequences": generation.waiting}
+                     if generation is not None else {})
+        return {**predictor.info(), "limits": asdict(settings), "queued": batcher.queued, "running": batcher.running,
+                "continuous_batching": generation is not None, **sequences}
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus():

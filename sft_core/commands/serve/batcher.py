@@ -81,6 +81,21 @@ class Batcher:
         self._wakeup.set()
         return await future
 
+    def call(self, function: Callable, *args):
+        """``function(*args)`` on the inference thread, after the model call running there, ahead of the
+        queued batches (work that must not share the tokenizer with a batch, e.g. encoding prompts)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    def fail_pending(self, exc: Exception) -> int:
+        """Fail every request still waiting with ``exc`` (a server's drain); returns how many."""
+        failed = 0
+        while self._pending:
+            item = self._pending.popleft()
+            if not item.future.done():
+                item.future.set_exception(exc)
+                failed += 1
+        return failed
+
     def run_alone(self, function: Callable[[], Any]):
         """Run ``function`` on the inference thread (e.g. a streamed generation), in turn with the batches."""
         return self.submit(("alone", id(function)), function, size=1, alone=True)

@@ -33,10 +33,21 @@ class CompletionRequest(_Generation):
     prompt: Union[str, list[str]] = Field(..., min_length=1)
 
 
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"] = Field(description="only text parts: this server reads no images or audio")
+    text: str
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "developer", "user", "assistant"] = Field(
+        description="developer is taken as system (newer OpenAI clients send it)")
+    content: Union[str, list[TextPart]]
+
+    def text(self) -> str:
+        """The content as one text (text parts joined by newlines, as OpenAI-style servers do)."""
+        return self.content if isinstance(self.content, str) else "\n".join(p.text for p in self.content)
 
 
 class ChatRequest(_Generation):
