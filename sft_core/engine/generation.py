@@ -132,7 +132,9 @@ class ContinuousBatcher:
         self._next: list[int] = []  # per running row: the token to feed at the next step
         self._lock = threading.Condition()
         self._stopping = False
+        self._paused = False
         self.steps = 0
+        self.peak_rows = 0  # the most sequences decoded in one step so far
 
     # --- from any thread ------------------------------------------------------------------
     def fits(self, request: Request) -> bool:
@@ -155,6 +157,16 @@ class ContinuousBatcher:
     def width(self) -> int:
         return 0 if self._mask is None else self._mask.shape[1]
 
+    def pause(self) -> None:
+        """Hold ``serve_forever`` before its next step (requests still queue) until ``resume()``."""
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            self._lock.notify_all()
+
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
@@ -164,7 +176,7 @@ class ContinuousBatcher:
         """Step while there is work, sleep while there is none, until ``stop()``."""
         while True:
             with self._lock:
-                while not (self.running or self.waiting or self._stopping):
+                while not (self.running or self.waiting or self._stopping) or (self._paused and not self._stopping):
                     self._lock.wait()
                 if self._stopping and not (self.running or self.waiting):
                     return
@@ -287,6 +299,7 @@ class ContinuousBatcher:
 
     def _decode(self) -> None:
         rows = len(self.running)
+        self.peak_rows = max(self.peak_rows, rows)
         ids = torch.tensor(self._next, dtype=torch.long, device=self.device).view(rows, 1)
         positions = self._mask.sum(-1, keepdim=True)
         mask = torch.cat([self._mask, self._mask.new_ones((rows, 1))], dim=1)

@@ -110,6 +110,9 @@ def _exit_now() -> None:
 @click.option("--max-batch-tokens", default=16384, show_default=True, type=click.IntRange(min=1),
               help="Generation: the KV cache of the running batch, in tokens (sequences x padded length); "
                    "requests beyond it wait.")
+@click.option("--generation", type=click.Choice(["continuous", "static"]), default="continuous", show_default=True,
+              help="Causal LMs: continuous batching (sequences join and leave the batch at every step), or static "
+                   "batches of model.generate (requests with equal settings; each stream alone), for comparison.")
 @click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(min=0),
               help="How long the first queued request waits for others to share its batch.")
 @click.option("--max-queue", default=1024, show_default=True, type=click.IntRange(min=1),
@@ -128,7 +131,7 @@ def _exit_now() -> None:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="uvicorn's log level.")
 @click.pass_context
-def serve_command(ctx, model_dir, bind, port, max_batch_size, max_batch_tokens, max_wait_ms, max_queue, max_request_bytes, long_inputs,
+def serve_command(ctx, model_dir, bind, port, max_batch_size, max_batch_tokens, generation, max_wait_ms, max_queue, max_request_bytes, long_inputs,
                   model_batch_size, threads, model_name, drain_seconds, log_level):
     """Serve a model over HTTP: POST /predict, OpenAI-style /v1 routes for generative tasks, /metrics.
 
@@ -142,7 +145,7 @@ def serve_command(ctx, model_dir, bind, port, max_batch_size, max_batch_tokens, 
     from .app import ServeSettings
 
     settings = ServeSettings(max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
-                             max_wait_ms=max_wait_ms, max_queue=max_queue, max_request_bytes=max_request_bytes, long_inputs=long_inputs, model_name=model_name)
+                             generation=generation, max_wait_ms=max_wait_ms, max_queue=max_queue, max_request_bytes=max_request_bytes, long_inputs=long_inputs, model_name=model_name)
     serve(model_dir, ctx.find_root().obj, bind=bind, port=port, settings=settings, threads=threads,
           drain_seconds=drain_seconds, log_level=log_level, model_batch_size=model_batch_size)
 

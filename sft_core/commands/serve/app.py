@@ -41,6 +41,7 @@ class ServeSettings:
     max_request_bytes: int = 1 << 20
     long_inputs: str = "truncate"  # or "reject": 413 for an input over the model's max_length
     model_name: str | None = None  # the "model" of OpenAI responses (default: the folder's name)
+    generation: str = "continuous"  # or "static": model.generate on batches of equal settings (for comparison)
     drain_seconds: float = 30.0  # on SIGTERM: how long in-flight requests may take; the rest get 503
 
 
@@ -217,7 +218,7 @@ def create_app(predictor_or_loader, settings: ServeSettings | None = None):
             # tokenizers keep truncation settings in their Rust state: counting tokens here, while
             # the inference thread encodes, must not share one object
             state["tokenizer"] = copy.deepcopy(predictor.tokenizer)
-            if predictor.generative and predictor.continuous_batching:
+            if predictor.generative and predictor.continuous_batching and settings.generation == "continuous":
                 from .continuous import Generation
 
                 state["generation"] = Generation(predictor, settings, metrics)
