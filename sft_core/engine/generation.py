@@ -134,7 +134,7 @@ class ContinuousBatcher:
         self._stopping = False
         self._paused = False
         self.steps = 0
-        self.peak_rows = 0  # the most sequences decoded in one step so far
+        self.peak_rows = 0  # the most sequences in the batch at once so far
 
     # --- from any thread ------------------------------------------------------------------
     def fits(self, request: Request) -> bool:
@@ -272,6 +272,7 @@ class ContinuousBatcher:
         logits, cache = self._forward(ids, mask, positions, DynamicCache(config=_base(self.model).config))
         self._merge(cache, mask)
         self.running.extend(joining)
+        self.peak_rows = max(self.peak_rows, len(self.running))
         for request, token in zip(joining, self._choose(logits, joining)):
             self._next.append(token)
             self._accept(request, token)
