@@ -72,8 +72,9 @@ def unsupported(model) -> str | None:
 @dataclass(eq=False)  # a request is itself: hashable, compared by identity
 class Request:
     """One prompt to continue. ``temperature`` None or 0 decodes greedily; ``on_token(request, id, text)``
-    is called for each new token with the text it completes (empty while a character is incomplete),
-    ``on_finish(request)`` once at the end; both on the batcher's thread."""
+    is called for each new token with the text it completes (empty while a character is incomplete;
+    id None for text held back until the end), ``on_finish(request)`` once at the end; both on the
+    batcher's thread."""
 
     prompt: list[int]
     max_new_tokens: int
@@ -148,9 +149,13 @@ class ContinuousBatcher:
         return request
 
     def cancel(self, request: Request, reason: str = "cancelled") -> None:
-        """Free ``request``'s slot at the next step (a client that went away); it finishes with ``reason``."""
+        """End ``request`` with ``reason``: at once while it waits, at the next step when it runs (a client
+        that went away frees its slot)."""
         request.cancelled = reason
         with self._lock:
+            if request in self.waiting:
+                self.waiting.remove(request)
+                self._finish(request, reason)
             self._lock.notify()
 
     @property
@@ -325,20 +330,27 @@ class ContinuousBatcher:
         if request.first_token_at is None:
             request.first_token_at = time.perf_counter()
         if token in request.stop_ids:
+            self._flush(request, None)
             self._finish(request, "stop")
             return
         request.tokens.append(token)
+        last = len(request.tokens) >= request.max_new_tokens
+        self._flush(request, token, whole=last)
+        if request.stop_texts and any(s in request.text for s in request.stop_texts):
+            self._finish(request, "stop")
+        elif last:
+            self._finish(request, "length")
+
+    def _flush(self, request: Request, token: int | None, whole: bool = True) -> None:
+        """Tell the listener of ``token`` and the text it completes; a character split over tokens waits
+        for its last byte unless ``whole`` (the last token). ``token`` None: only text held back until now."""
         piece = ""
         if self.tokenizer is not None:
             text = self.tokenizer.decode(request.tokens, skip_special_tokens=True)
-            if not text.endswith("\ufffd"):  # a character split over tokens waits for its last byte
+            if whole or not text.endswith("\ufffd"):
                 piece, request.text = text[len(request.text):], text
-        if request.on_token is not None:
+        if request.on_token is not None and (token is not None or piece):
             request.on_token(request, token, piece)
-        if request.stop_texts and any(s in request.text for s in request.stop_texts):
-            self._finish(request, "stop")
-        elif len(request.tokens) >= request.max_new_tokens:
-            self._finish(request, "length")
 
     def _finish(self, request: Request, reason: str, error: BaseException | None = None) -> None:
         if request.finish_reason is not None and request.done.is_set():

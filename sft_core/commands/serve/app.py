@@ -72,6 +72,9 @@ class _Metrics:
                              registry=self.registry)
         self.waiting = Gauge("sft_waiting_sequences", "Sequences waiting to join the generation batch",
                              registry=self.registry)
+        self.finished = Counter("sft_finished_sequences", "Generated sequences by how they ended (stop, length, "
+                                "cancelled: the client went away, unavailable: the drain ended it, error)",
+                                ["reason"], registry=self.registry)
 
 
 class _Guard:
@@ -228,6 +231,7 @@ def create_app(predictor_or_loader, settings: ServeSettings | None = None):
 
     @asynccontextmanager
     async def lifespan(app):
+        state["loop"] = asyncio.get_running_loop()
         batcher.start()
         if callable(predictor_or_loader):
             threading.Thread(target=load, name="sft-load", daemon=True).start()
@@ -246,7 +250,10 @@ def create_app(predictor_or_loader, settings: ServeSettings | None = None):
 
     def drain() -> None:
         """SIGTERM (the listening socket is closed; requests in flight go on): /ready answers 503, and
-        after ``drain_seconds`` what is still generating or waiting ends with 503; on the event loop's thread."""
+        after ``drain_seconds`` what is still generating or waiting ends with 503. From any thread."""
+        state["loop"].call_soon_threadsafe(start_drain)
+
+    def start_drain() -> None:
         state["draining"] = True
 
         def expire():

@@ -49,11 +49,12 @@ class Generation:
         events: asyncio.Queue = asyncio.Queue()
         metrics = self.metrics
 
-        def on_token(req, token: int, piece: str) -> None:
-            if len(req.tokens) == 1:
-                metrics.first_token.observe(req.first_token_at - req.arrived)
-            metrics.tokens.inc()
-            self._recent.append((time.monotonic(), 1))
+        def on_token(req, token, piece: str) -> None:
+            if token is not None:
+                if len(req.tokens) == 1:
+                    metrics.first_token.observe(req.first_token_at - req.arrived)
+                metrics.tokens.inc()
+                self._recent.append((time.monotonic(), 1))
             loop.call_soon_threadsafe(events.put_nowait, ("token", piece))
 
         def on_finish(req) -> None:
@@ -66,6 +67,7 @@ class Generation:
 
     def _finished(self, request, events: asyncio.Queue) -> None:
         self.live.discard(request)
+        self.metrics.finished.labels(request.finish_reason).inc()
         events.put_nowait(("end", request))
 
     def cancel(self, request) -> None:

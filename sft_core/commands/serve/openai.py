@@ -117,12 +117,7 @@ def add_routes(app, state: dict, settings, batcher, run, ready_predictor, Server
         """Run ``requests`` through the batch; (texts, requests) or None when the client went away."""
         generation = state["generation"]
         queues = [generation.submit(r) for r in requests]
-
-        async def gone():
-            while (await raw.receive())["type"] != "http.disconnect":
-                pass
-
-        done = await wait_all(queues, lambda: [generation.cancel(r) for r in requests], gone())
+        done = await wait_all(queues, lambda: [generation.cancel(r) for r in requests], gone(raw))
         if done is None:
             return None
         failed(done)
@@ -161,7 +156,7 @@ def add_routes(app, state: dict, settings, batcher, run, ready_predictor, Server
 
             if requests is None:
                 return stream(predictor, examples, gen, stops, chunk, first=None)
-            return stream_continuous(requests[0], stops, chunk, first=None)
+            return stream_continuous(raw, requests[0], stops, chunk, first=None)
         if requests is None:
             results = await run(("generate", gen), examples, len(examples))
             texts = [r["text"] for r in results]
@@ -205,7 +200,7 @@ def add_routes(app, state: dict, settings, batcher, run, ready_predictor, Server
                      "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
             if requests is None:
                 return stream(predictor, examples, gen, stops, chunk, first=first)
-            return stream_continuous(requests[0], stops, chunk, first=first)
+            return stream_continuous(raw, requests[0], stops, chunk, first=first)
         if requests is None:
             (result,) = await run(("generate", gen), examples, 1)
             whole, count, reason = result["text"], result["tokens"], result["finish_reason"]
@@ -224,12 +219,20 @@ def add_routes(app, state: dict, settings, batcher, run, ready_predictor, Server
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                           "total_tokens": prompt_tokens + completion_tokens}}
 
-    def stream_continuous(request, stops: list[str], chunk, first):
-        """Server-sent events of one sequence of the continuous batch, piece by piece as it is made."""
+    async def gone(raw: HTTPRequest) -> None:
+        """Returns when the client has gone away (the body is read: what comes next is the disconnect)."""
+        while (await raw.receive())["type"] != "http.disconnect":
+            pass
+
+    def stream_continuous(raw: HTTPRequest, request, stops: list[str], chunk, first):
+        """Server-sent events of one sequence of the continuous batch, piece by piece as it is made; a
+        client that goes away ends the sequence at once, not at the next piece that fails to send."""
         generation = state["generation"]
         events = generation.submit(request)
 
         async def sent():
+            watcher = asyncio.ensure_future(gone(raw))
+            watcher.add_done_callback(lambda task: task.cancelled() or generation.cancel(request))
             try:
                 if first is not None:
                     yield f"data: {json.dumps(first)}\n\n"
@@ -253,6 +256,7 @@ def add_routes(app, state: dict, settings, batcher, run, ready_predictor, Server
                 yield f"data: {json.dumps(chunk(None if first is not None else '', reason))}\n\n"
                 yield "data: [DONE]\n\n"
             finally:  # the client went away (the response is cancelled) or the stream ended
+                watcher.cancel()
                 generation.cancel(request)
 
         return StreamingResponse(sent(), media_type="text/event-stream",
