@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup setup-llm setup-llamacpp demo test test-data test-slow lint docs bench bench-quick bench-trainer bench-trl bench-trl-dpo bench-memory bench-serve bench-gguf clean
+.PHONY: setup setup-llm setup-llamacpp demo test test-data test-slow lint docs bench bench-quick bench-trainer bench-trl bench-trl-dpo bench-memory bench-serve bench-serve-generate bench-gguf clean
 
 $(BIN)/.sft-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,16 @@ runs/conll2003-4k/model/sft_task.json: | setup
 
 bench-serve: setup runs/sst2/model/sft_task.json runs/conll2003-4k/model/sft_task.json  ## sft serve (PyTorch, ONNX, int8) against FastAPI + a pipeline under load (about 12 min, plus 6 min to train the two models)
 	$(BIN)/python benchmarks/serve_load.py --sst2 runs/sst2/model --conll runs/conll2003-4k/model --output bench-results/serve-load
+
+# SmolLM2 + LoRA on SQuAD, 30 steps: a fine-tuned chat model (merged) for the generation servers to serve
+runs/squad-smollm2-instruct-serve/model/sft_task.json: | setup-llm
+	SFT_DATA_DIR=$(DATA_DIR) $(BIN)/sft run --config configs/squad-smollm2-instruct.yaml --output-dir runs/squad-smollm2-instruct-serve --overwrite trainer.max_steps=30 data.max_eval_samples=32
+
+# GGUF=FILE (or its folder) adds llama.cpp's server: make setup-llamacpp, pip install 'llama-cpp-python[server]',
+# sft export --model runs/squad-smollm2-instruct-serve/model --format gguf --quantize q8_0, then
+# make bench-serve-generate GGUF=runs/squad-smollm2-instruct-serve/gguf-q8_0
+bench-serve-generate: setup-llm runs/squad-smollm2-instruct-serve/model/sft_task.json  ## text generation under 1-64 concurrent streaming clients: sft serve (continuous, static batching) against transformers serve (and llama.cpp with GGUF=...)
+	$(BIN)/python benchmarks/serve_generate.py --model runs/squad-smollm2-instruct-serve/model --data-dir $(DATA_DIR) $(if $(GGUF),--gguf $(GGUF)) --output bench-results/serve-generate.json
 
 clean:
 	rm -rf runs .pytest_cache

@@ -323,3 +323,40 @@ def test_compare_trl_dpo_on_a_tiny_decoder(tmp_path):
         for key in ("losses", "accuracies"):
             for a, b in zip(sft[key], results["trl"][key]):
                 assert a == pytest.approx(b, abs=1e-4), key
+
+
+def test_serve_generate_on_a_tiny_decoder(tmp_path):
+    """benchmarks/serve_generate.py against `sft serve` with continuous and with static batching, on a
+    tiny instruct model: every level's requests are answered, streamed and counted."""
+    pytest.importorskip("aiohttp")
+    pytest.importorskip("fastapi")
+    import json
+
+    from sft_core.testing import build_tiny_model, run_engine
+
+    from test_serve import CASES
+
+    case = CASES["instruct"]
+    run_engine(case, build_tiny_model(case, tmp_path / "tiny"), tmp_path / "run")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What is the capital of France?\nName a colour.\n\nWho wrote the play?\n")
+    output = tmp_path / "out" / "serve.json"
+    model = tmp_path / "run" / "model"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "serve_generate.py"), "--model", str(model),
+                           "--systems", "sft-continuous,sft-static", "--clients", "1,2", "--max-tokens", "8",
+                           "--requests-per-client", "1", "--prompts", str(prompts), "--output", str(output)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(output.read_text())
+    assert results["prompts"]["count"] == 3 and results["machine"]["cores"] >= 1
+    assert list(results["systems"]) == ["sft-continuous", "sft-static"]
+    for name, system in results["systems"].items():
+        assert "error" not in system, (name, system)
+        assert ("--generation" in system["command"]) == (name == "sft-static")
+        assert [level["clients"] for level in system["levels"]] == [1, 2]
+        for level in system["levels"]:
+            assert level["requests"] == level["planned"] == 4 and level["completed"] == 4, (name, level)
+            assert level["failures"] == {} and level["completion_tokens"] > 0 and level["tokens_per_second"] > 0
+            assert 0 < level["ttft_p50_ms"] <= level["ttft_p99_ms"] and level["peak_rss_mb"] > 0
+        assert system["peak_rss_mb"] >= max(level["peak_rss_mb"] for level in system["levels"])
+    assert "| sft-static | 2 | 4 / 4 |" in done.stdout  # the Markdown table
