@@ -253,3 +253,36 @@ def test_the_drain_answers_503_to_what_cannot_finish_within_its_bound(predictor)
     events = [line for line in streamed.text.splitlines() if line.startswith("data: ")]
     assert "shut down" in events[-1] and "[DONE]" not in streamed.text  # the stream ends with the error
     assert ready.status_code == 503 and health.status_code == 200
+
+
+def test_sigterm_exits_after_the_drain_bound_even_with_a_request_that_never_ends(predictor):
+    """A request whose body never completes cannot be answered: after ``--drain-seconds`` and the
+    grace uvicorn gets, the process exits all the same (status 0), saying it drained."""
+    import signal
+    import socket
+    import subprocess
+
+    from helpers import sft, sft_env
+    from test_serve import Lines, free_port
+
+    port = free_port()
+    process = subprocess.Popen([*sft.command, "serve", "--model", predictor.model_dir, "--port", str(port),
+                                "--drain-seconds", "1"], env=sft_env(PYTHONUNBUFFERED="1"),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = Lines(process.stdout)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, timeout=120)
+        assert chat(url, user("Why?")).status_code == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         b"content-length: 1000\r\n\r\n{\"messages\": [")  # and never the rest
+            process.send_signal(signal.SIGTERM)
+            output.wait_for("draining: requests in flight have 1 s", timeout=120)
+            process.wait(timeout=120)  # a hang fails here, not on a clock of the test's own
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        output.reader.join(timeout=30)
+    assert process.returncode == 0, output.text()
