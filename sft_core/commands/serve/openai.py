@@ -30,6 +30,27 @@ from ...errors import SFTError
 from ...engine.predictor import GenerationSettings
 
 
+
+def cut(text: str, stops: list[str]) -> tuple[str, bool]:
+    """``text`` up to its first stop string, and whether there was one."""
+    at = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:at], True) if at >= 0 else (text, False)
+
+
+class Written:
+    """The text a stream has sent, cut at the first stop string: ``add(piece)`` returns what may go
+    out of ``piece`` (nothing once a stop string has appeared); ``stopped`` says whether one did."""
+
+    def __init__(self, stops: list[str]):
+        self.stops, self.text, self.stopped = stops, "", False
+
+    def add(self, piece: str) -> str:
+        if self.stopped or not piece:
+            return ""
+        text, self.stopped = cut(self.text + piece, self.stops)
+        new, self.text = text[len(self.text):], text
+        return new
+
 def add_routes(app, state: dict, settings, batcher, run, ready_predictor, ServerError) -> None:
     """The OpenAI-style routes on ``app``: closures over the server's state, as ``create_app``'s
     routes are (one function so that the routes read together; each is a few lines)."""
@@ -64,10 +85,6 @@ def add_routes(app, state: dict, settings, batcher, run, ready_predictor, Server
         limit = body.max_completion_tokens or body.max_tokens
         return GenerationSettings(max_new_tokens=limit, temperature=body.temperature or None,
                                   top_p=body.top_p, seed=body.seed), stops
-
-    def cut(text: str, stops: list[str]) -> tuple[str, bool]:
-        at = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
-        return (text[:at], True) if at >= 0 else (text, False)
 
     def tokens(text: str) -> int:
         return len(state["tokenizer"](text, add_special_tokens=False)["input_ids"])
@@ -236,23 +253,19 @@ def add_routes(app, state: dict, settings, batcher, run, ready_predictor, Server
             try:
                 if first is not None:
                     yield f"data: {json.dumps(first)}\n\n"
-                text, stopped = "", False
+                written = Written(stops)
                 while True:
                     kind, value = await events.get()
                     if kind == "end":
                         break
-                    if stopped or not value:
-                        continue
-                    candidate, stopped = cut(text + value, stops)
-                    if len(candidate) > len(text):
-                        yield f"data: {json.dumps(chunk(candidate[len(text):], None))}\n\n"
-                    text = candidate
+                    if piece := written.add(value):
+                        yield f"data: {json.dumps(chunk(piece, None))}\n\n"
                 try:
                     failed([value])
                 except ServerError as exc:  # headers are sent: the error is the stream's last event
                     yield f"data: {json.dumps({'error': {'message': exc.message, 'type': exc.kind}})}\n\n"
                     return
-                reason = "stop" if stopped or value.finish_reason == "stop" else "length"
+                reason = "stop" if written.stopped or value.finish_reason == "stop" else "length"
                 yield f"data: {json.dumps(chunk(None if first is not None else '', reason))}\n\n"
                 yield "data: [DONE]\n\n"
             finally:  # the client went away (the response is cancelled) or the stream ended
@@ -282,23 +295,19 @@ def add_routes(app, state: dict, settings, batcher, run, ready_predictor, Server
             loop = asyncio.get_running_loop()
             if first is not None:
                 yield f"data: {json.dumps(first)}\n\n"
-            text, stopped, iterator = "", False, iter(streamer)
+            written, iterator = Written(stops), iter(streamer)
             while True:
                 piece = await loop.run_in_executor(None, next_piece, iterator)
                 if piece is None:
                     break
-                if stopped or not piece:
-                    continue
-                candidate, stopped = cut(text + piece, stops)
-                if len(candidate) > len(text):
-                    yield f"data: {json.dumps(chunk(candidate[len(text):], None))}\n\n"
-                text = candidate
+                if piece := written.add(piece):
+                    yield f"data: {json.dumps(chunk(piece, None))}\n\n"
             try:
                 await job
             except Exception as exc:  # headers are sent: the error is the stream's last event
                 yield f"data: {json.dumps({'error': {'message': f'inference failed: {type(exc).__name__}: {exc}', 'type': 'server_error'}})}\n\n"
                 return
-            reason = "length" if not stopped and lengths and lengths[0][1] else "stop"
+            reason = "length" if not written.stopped and lengths and lengths[0][1] else "stop"
             yield f"data: {json.dumps(chunk(None if first is not None else '', reason))}\n\n"
             yield "data: [DONE]\n\n"
 
